@@ -1,0 +1,54 @@
+"""Building blocks shared by MobileViT v1 and v2: conv-BN-act and the MV2 inverted residual."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """Round ``value`` to the nearest multiple of ``divisor``, never dropping more than 10 % (MobileNetV2 rule)."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+class ConvBNAct(nn.Sequential):
+    """``k x k`` convolution (no bias) → BatchNorm → optional SiLU, with "same" padding."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 1,
+        stride: int = 1,
+        groups: int = 1,
+        act: bool = True,
+    ) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(
+            in_channels, out_channels, kernel_size, stride, padding=(kernel_size - 1) // 2, groups=groups, bias=False
+        )
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.act = nn.SiLU() if act else nn.Identity()
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 inverted residual ("MV2" in the MobileViT papers, Fig. 1b of arXiv 2110.02178).
+
+    1x1 expansion → 3x3 depthwise (carries the stride) → linear 1x1 projection, with a residual
+    connection when the shape is preserved.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, expansion: float = 4.0) -> None:
+        super().__init__()
+        hidden = make_divisible(in_channels * expansion)
+        self.expand = ConvBNAct(in_channels, hidden, 1)
+        self.depthwise = ConvBNAct(hidden, hidden, 3, stride=stride, groups=hidden)
+        self.project = ConvBNAct(hidden, out_channels, 1, act=False)
+        self.use_residual = stride == 1 and in_channels == out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.project(self.depthwise(self.expand(x)))
+        return x + out if self.use_residual else out
