@@ -109,3 +109,31 @@ def load_pretrained(model: nn.Module, path: str | Path) -> None:
         raise UserInputError(f"model.pretrained: {path} has tensors of the wrong shape (file vs model): {shapes}")
     model.load_state_dict(state, strict=not own_head)
     log.info("Loaded weights from %s", path)
+
+
+def model_from_checkpoint(path: str | Path, name: str | None = None) -> nn.Module:
+    """Rebuild a zoo model from a training checkpoint or weights file, in eval mode.
+
+    The variant comes from ``name`` or, for checkpoints written by ``train.py``, from the run config
+    stored in them; the class count comes from the classifier's shape.
+    """
+    from mobilevit.models.registry import create_model
+
+    if name is None:
+        name = checkpoint_model_name(path)
+    state = read_state_dict(path)
+    num_classes = state["classifier.weight"].shape[0] if "classifier.weight" in state else 0
+    model = create_model(name, num_classes=num_classes)
+    load_pretrained(model, path)
+    return model.eval()
+
+
+def checkpoint_model_name(path: str | Path) -> str:
+    """The model variant recorded in a ``train.py`` checkpoint's hyper-parameters."""
+    ckpt = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)
+    try:
+        return ckpt["hyper_parameters"]["cfg"]["model"]["name"]
+    except (KeyError, TypeError):
+        raise UserInputError(
+            f"{path} records no model name (not a train.py checkpoint); pass the variant explicitly, e.g. --model mobilevit_xs"
+        ) from None

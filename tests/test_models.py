@@ -1,0 +1,252 @@
+"""Model zoo: registry, exact parameter counts, parity with timm, input sizes, efficiency paths, export."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import pytest
+import torch
+from torch import nn
+
+from mobilevit.errors import UserInputError
+from mobilevit.models import (
+    MobileViTBlock,
+    MobileViTv2Block,
+    convert_timm_state_dict,
+    create_model,
+    fuse_batchnorm,
+    list_models,
+)
+
+PARAMETER_COUNTS = {  # timm's counts with a 1000-class head (papers: 1.3M/2.3M/5.6M and 1.4M-18.4M)
+    "mobilevit_xxs": 1_272_024,
+    "mobilevit_xs": 2_317_848,
+    "mobilevit_s": 5_578_632,
+    "mobilevitv2_050": 1_370_593,
+    "mobilevitv2_075": 2_866_009,
+    "mobilevitv2_100": 4_901_841,
+    "mobilevitv2_125": 7_478_089,
+    "mobilevitv2_150": 10_594_753,
+    "mobilevitv2_175": 14_251_833,
+    "mobilevitv2_200": 18_449_329,
+}
+SMALL_V1_V2 = ["mobilevit_xxs", "mobilevitv2_050"]
+
+
+def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm non-trivial statistics and affine parameters, so folding and parity are tested."""
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            n = module.num_features
+            module.running_mean.copy_(torch.rand(n, generator=generator) - 0.5)
+            module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+            module.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
+            module.bias.data.copy_(torch.rand(n, generator=generator) * 0.4 - 0.2)
+    return model
+
+
+def test_registry_lists_all_variants_and_rejects_unknown_names() -> None:
+    assert list_models() == list(PARAMETER_COUNTS)
+    with pytest.raises(ValueError, match="mobilevit_xxs.*mobilevitv2_200"):
+        create_model("mobilevit_xxxl")
+
+
+@pytest.mark.parametrize("name", list(PARAMETER_COUNTS))
+def test_parameter_count_matches_reference(name: str) -> None:
+    model = create_model(name, num_classes=1000)
+    assert sum(p.numel() for p in model.parameters()) == PARAMETER_COUNTS[name]
+
+
+@pytest.mark.parametrize("name", list(PARAMETER_COUNTS))
+def test_logits_match_timm_with_identical_weights(name: str) -> None:
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    reference = randomize_batchnorm(timm.create_model(name)).eval()
+    ours = create_model(name).eval()
+    ours.load_state_dict(convert_timm_state_dict(reference.state_dict()))
+    for size in [(256, 256), (200, 264)]:
+        images = torch.rand(2, 3, *size)
+        with torch.no_grad():
+            expected, actual = reference(images), ours(images)
+        assert expected.abs().max() > 0.1, "degenerate logits would make the comparison meaningless"
+        diff = (actual - expected).abs().max().item()
+        print(f"{name} {size[0]}x{size[1]} max|ours - timm| = {diff:.2e}")
+        assert diff <= 1e-4
+
+
+@pytest.mark.parametrize("name", SMALL_V1_V2)
+@pytest.mark.parametrize("size", [(32, 32), (33, 47), (97, 45), (224, 160)])
+def test_any_input_size_from_32_works(name: str, size: tuple[int, int]) -> None:
+    model = create_model(name, num_classes=7).eval()
+    with torch.no_grad():
+        features = model.forward_features(torch.rand(2, 3, *size))
+        logits = model.forward_head(features)
+    assert features.shape[:2] == (2, model.num_features)
+    assert logits.shape == (2, 7) and torch.isfinite(logits).all()
+
+
+def test_blocks_resize_maps_that_are_not_a_multiple_of_the_patch() -> None:
+    v1 = MobileViTBlock(channels=8, transformer_dim=16, depth=1).eval()
+    v2 = MobileViTv2Block(channels=8, transformer_dim=8, depth=1).eval()
+    x = torch.rand(1, 8, 5, 7)
+    assert v1(x).shape == (1, 8, 5, 7)  # v1 resizes back after folding
+    assert v2(x).shape == (1, 8, 6, 8)  # v2 keeps the map at the next multiple, like the reference
+
+
+def test_uniform_api_pre_logits_and_reset_classifier() -> None:
+    model = create_model("mobilevit_xs", num_classes=10).eval()
+    features = model.forward_features(torch.rand(1, 3, 64, 64))
+    assert features.shape == (1, 384, 2, 2)
+    assert model.forward_head(features, pre_logits=True).shape == (1, 384)
+    model.reset_classifier(3)
+    assert model(torch.rand(1, 3, 64, 64)).shape == (1, 3) and model.num_classes == 3
+
+
+def test_v1_attention_goes_through_scaled_dot_product_attention(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    original = torch.nn.functional.scaled_dot_product_attention
+
+    def counting_sdpa(*args, **kwargs):
+        calls.append(args[0].shape)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counting_sdpa)
+    create_model("mobilevit_xxs", num_classes=2).eval()(torch.rand(1, 3, 64, 64))
+    assert len(calls) == 2 + 4 + 3  # one per transformer layer
+    assert calls[0] == (4, 4, 16, 16)  # (batch * patch area 2x2, heads, 8x8 map / 2x2 patches, 64 / 4 heads)
+
+
+@pytest.mark.parametrize("name", SMALL_V1_V2)
+def test_channels_last_and_bf16_autocast(name: str) -> None:
+    torch.manual_seed(0)
+    model = randomize_batchnorm(create_model(name, num_classes=10)).eval()
+    images = torch.rand(2, 3, 96, 96)
+    with torch.no_grad():
+        reference = model(images)
+        channels_last = model.to(memory_format=torch.channels_last)(images.to(memory_format=torch.channels_last))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = model(images.to(memory_format=torch.channels_last))
+    assert (channels_last - reference).abs().max() <= 1e-4
+    assert bf16.dtype == torch.bfloat16
+    scale = reference.abs().max()
+    assert (bf16.float() - reference).abs().max() <= 0.05 * scale
+    assert (bf16.argmax(1) == reference.argmax(1)).all()
+
+
+def test_training_step_backpropagates_with_drop_path() -> None:
+    model = create_model("mobilevitv2_050", num_classes=4, drop_rate=0.1, drop_path_rate=0.1).train()
+    loss = nn.functional.cross_entropy(model(torch.rand(4, 3, 64, 64)), torch.tensor([0, 1, 2, 3]))
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.slow
+def test_torch_compile_gives_the_same_logits() -> None:
+    torch.manual_seed(0)
+    model = randomize_batchnorm(create_model("mobilevit_xxs", num_classes=10)).eval()
+    images = torch.rand(2, 3, 64, 64)
+    compiled = torch.compile(model)
+    with torch.no_grad():
+        assert (compiled(images) - model(images)).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("name", SMALL_V1_V2)
+def test_fused_batchnorm_gives_identical_outputs(name: str) -> None:
+    model = randomize_batchnorm(create_model(name, num_classes=10)).eval()
+    fused = fuse_batchnorm(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules()), "the original must be left intact"
+    images = torch.rand(3, 3, 96, 80)
+    with torch.no_grad():
+        diff = (fused(images) - model(images)).abs().max().item()
+    print(f"{name} fused-BN max|diff| = {diff:.2e}")
+    assert diff <= 1e-4
+
+
+@pytest.mark.parametrize("name", SMALL_V1_V2)
+def test_onnx_export_matches_pytorch_with_dynamic_batch(name: str, tmp_path, capsys) -> None:
+    onnxruntime = pytest.importorskip("onnxruntime")
+    from mobilevit.export import main as export_main
+
+    model = randomize_batchnorm(create_model(name, num_classes=5)).eval()
+    weights = tmp_path / "weights.pth"
+    torch.save({"state_dict": {f"net.{k}": v for k, v in model.state_dict().items()}}, weights)
+    assert export_main([str(weights), "--model", name, "--image-size", "96", "--output", str(tmp_path / "m.onnx")]) == 0
+    assert "onnxruntime vs PyTorch" in capsys.readouterr().out
+
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    for batch in (1, 4):
+        images = torch.rand(batch, 3, 96, 96)
+        (logits,) = session.run(None, {"images": images.numpy()})
+        with torch.no_grad():
+            diff = (torch.from_numpy(logits) - model(images)).abs().max().item()
+        print(f"{name} batch {batch} ONNX max|diff| = {diff:.2e}")
+        assert logits.shape == (batch, 5) and diff <= 1e-4
+
+
+def test_export_without_model_name_gives_clear_error(tmp_path, capsys) -> None:
+    from mobilevit.export import main as export_main
+
+    weights = tmp_path / "weights.pth"
+    torch.save(create_model("mobilevit_xxs", num_classes=2).state_dict(), weights)
+    assert export_main([str(weights)]) == 2
+    assert "--model" in capsys.readouterr().err
+
+
+# --- pretrained weights -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def timm_xxs_state() -> dict[str, torch.Tensor]:
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    return randomize_batchnorm(timm.create_model("mobilevit_xxs")).state_dict()
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".pt", ".bin", ".safetensors"])
+def test_pretrained_file_in_timm_layout_loads(suffix: str, timm_xxs_state, tmp_path) -> None:
+    path = tmp_path / f"weights{suffix}"
+    if suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in timm_xxs_state.items()}, str(path))
+    else:
+        torch.save(timm_xxs_state, path)
+    model = create_model("mobilevit_xxs", pretrained=str(path))
+    expected = convert_timm_state_dict(timm_xxs_state)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, expected[key]), key
+
+
+def test_pretrained_with_other_class_count_reinitialises_head(timm_xxs_state, tmp_path, caplog) -> None:
+    path = tmp_path / "imagenet.pth"
+    torch.save(timm_xxs_state, path)
+    with caplog.at_level(logging.INFO, logger="mobilevit.models.pretrained"):
+        model = create_model("mobilevit_xxs", num_classes=102, pretrained=str(path))
+    assert "Re-initialised the classifier" in caplog.text and "1000 classes" in caplog.text
+    assert model.classifier.weight.shape == (102, 320)
+    assert torch.equal(model.stem.conv.weight, timm_xxs_state["stem.conv.weight"])
+
+
+def test_pretrained_with_missing_or_unexpected_keys_lists_them(timm_xxs_state, tmp_path) -> None:
+    state = dict(timm_xxs_state)
+    del state["stem.conv.weight"]
+    state["extra.weight"] = torch.zeros(1)
+    path = tmp_path / "broken.pth"
+    torch.save(state, path)
+    with pytest.raises(UserInputError, match=r"(?s)missing keys \(1\): stem\.conv\.weight.*unexpected keys \(1\): extra\.weight"):
+        create_model("mobilevit_xxs", pretrained=str(path))
+
+
+def test_pretrained_refuses_pickled_code_and_unknown_files(tmp_path) -> None:
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": {"x": torch.zeros(1)}, "payload": argparse.Namespace(run="arbitrary code")}, path)
+    with pytest.raises(UserInputError, match="weights_only=True"):
+        create_model("mobilevit_xxs", pretrained=str(path))
+    with pytest.raises(UserInputError, match="file not found"):
+        create_model("mobilevit_xxs", pretrained=str(tmp_path / "absent.pth"))
+    (tmp_path / "weights.txt").write_text("nope")
+    with pytest.raises(UserInputError, match="unsupported file type"):
+        create_model("mobilevit_xxs", pretrained=str(tmp_path / "weights.txt"))
