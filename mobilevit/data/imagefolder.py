@@ -1,0 +1,116 @@
+"""Data module for a folder tree of images: ``<root>/{train,val[,test]}/<class>/<image>``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+from mobilevit.data.base import SPLITS, ImageClassificationDataModule, Transform
+from mobilevit.errors import UserInputError
+
+
+def list_class_folders(folder: Path) -> list[str]:
+    """Sorted names of the visible sub-folders of ``folder`` (one per class)."""
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+class ClassListImageFolder(ImageFolder):
+    """``ImageFolder`` whose label indices come from a given class list (the train split's),
+    so that a val/test folder missing some classes still gets the same label numbering."""
+
+    def __init__(self, root: str | Path, classes: list[str], **kwargs) -> None:
+        self._fixed_classes = list(classes)
+        super().__init__(str(root), **kwargs)
+
+    def find_classes(self, directory: str | Path) -> tuple[list[str], dict[str, int]]:
+        return self._fixed_classes, {name: index for index, name in enumerate(self._fixed_classes)}
+
+
+class ImageFolderDataModule(ImageClassificationDataModule):
+    """Images in class folders: ``<root>/train/<class>/*``, ``<root>/val/<class>/*`` and an
+    optional ``<root>/test/<class>/*``. Class names (and label order) are the sorted train/
+    folder names. Other arguments: see :class:`ImageClassificationDataModule`.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        image_size: int = 256,
+        batch_size: int = 64,
+        num_workers: int = 4,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+        split: str = "test",
+        crop_pct: float = 0.9,
+        train_transform: Transform | None = None,
+    ) -> None:
+        super().__init__(
+            root,
+            image_size=image_size,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            persistent_workers=persistent_workers,
+            split=split,
+            crop_pct=crop_pct,
+            train_transform=train_transform,
+        )
+        self.class_names = self._discover_classes()
+
+    def _layout_hint(self) -> str:
+        return (
+            f"Expected layout: {self.root}/train/<class>/<image>, {self.root}/val/<class>/<image> "
+            f"and optionally {self.root}/test/<class>/<image> (set data.root)."
+        )
+
+    def _split_folder(self, split: str) -> Path:
+        folder = self.root / split
+        if not folder.is_dir():
+            if split == "test":
+                raise UserInputError(
+                    f"No test split: folder {folder} does not exist. Add it, or evaluate on the "
+                    f"validation split with data.split=val (valid splits: {list(SPLITS)})."
+                )
+            raise UserInputError(f"Missing {split} folder {folder}. {self._layout_hint()}")
+        return folder
+
+    def _discover_classes(self) -> list[str]:
+        """Class names from train/; checks that val/ exists and holds no unknown classes."""
+        if not self.root.is_dir():
+            raise UserInputError(f"data.root {self.root} is not a folder. {self._layout_hint()}")
+        classes = list_class_folders(self._split_folder("train"))
+        if not classes:
+            raise UserInputError(f"{self.root / 'train'} has no class sub-folders. {self._layout_hint()}")
+        self._check_known_classes("val", classes)
+        return classes
+
+    def _check_known_classes(self, split: str, classes: list[str]) -> None:
+        folder = self._split_folder(split)
+        unknown = sorted(set(list_class_folders(folder)) - set(classes))
+        if unknown:
+            raise UserInputError(
+                f"{folder} has class folders that {self.root / 'train'} lacks: {unknown}. "
+                f"Every val/test class must also be a train class (train classes: {classes})."
+            )
+
+    def _make_dataset(self, split: str, transform: Transform) -> ClassListImageFolder:
+        folder = self._split_folder(split)
+        if split != "train":
+            self._check_known_classes(split, self.class_names)
+        try:
+            # val/test may lack a few classes; an empty train class is an error.
+            dataset = ClassListImageFolder(
+                folder, self.class_names, transform=transform, allow_empty=split != "train"
+            )
+        except FileNotFoundError as error:
+            raise UserInputError(
+                f"Could not read the {split} images under {folder}: {error} "
+                f"Supported extensions: {', '.join(IMG_EXTENSIONS)}."
+            ) from error
+        if len(dataset) == 0:
+            raise UserInputError(
+                f"{folder} contains no images (supported extensions: {', '.join(IMG_EXTENSIONS)})."
+            )
+        return dataset
