@@ -1,0 +1,300 @@
+"""Helpers shared by the benchmark scripts: timing, thread pinning, memory, machine info, isolated runs, output."""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import gc
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from mobilevit.errors import UserInputError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# The shared Flowers-102 copy lives beside the repository (../shared/flowers102), never inside it.
+FLOWERS_ROOT = REPO_ROOT.parent / "shared" / "flowers102"
+
+# Prefix of the line on which an isolated worker process reports its result as JSON.
+WORKER_RESULT_PREFIX = "@@BENCHMARK_RESULT@@ "
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def parse_choices(text: str, choices: Sequence[str], option: str) -> list[str]:
+    """Split a comma-separated option value, keeping order, and check every item is in ``choices``."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    unknown = [item for item in items if item not in choices]
+    if not items or unknown:
+        raise UserInputError(
+            f"{option}: unknown or empty choice(s) {unknown or text!r}; valid choices: {', '.join(choices)}."
+        )
+    return list(dict.fromkeys(items))
+
+
+def parse_int_list(text: str, option: str) -> list[int]:
+    """Split a comma-separated list of positive integers (e.g. ``--workers 1,2``)."""
+    try:
+        values = [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        values = []
+    if not values or any(value < 1 for value in values):
+        raise UserInputError(f"{option}: expected comma-separated positive integers (e.g. 1,2), got {text!r}.")
+    return list(dict.fromkeys(values))
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu`` or ``cuda[:N]``; a clear error when CUDA is asked for but not available."""
+    device = torch.device(name)
+    if device.type not in ("cpu", "cuda"):
+        raise UserInputError(f"--device must be cpu or cuda, got {name!r}.")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserInputError("--device cuda was given but torch.cuda.is_available() is False on this machine.")
+    return device
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def pin_threads(threads: int) -> None:
+    """Use exactly ``threads`` intra-op threads in this process (and in OpenMP regions it starts)."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
+
+
+def synchronizer(device: torch.device) -> Callable[[], None]:
+    """A function that waits for queued work on ``device`` (a no-op on CPU)."""
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+def time_repeats(
+    step: Callable[[], object],
+    repeats: int,
+    warmup: int,
+    synchronize: Callable[[], None] = lambda: None,
+) -> list[float]:
+    """Run ``step`` ``warmup`` times untimed, then ``repeats`` times timed; return each timed run's seconds."""
+    for _ in range(warmup):
+        step()
+    synchronize()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        synchronize()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def median(values: Iterable[float]) -> float:
+    """Median of ``values`` (the figure every benchmark reports)."""
+    return float(statistics.median(values))
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """``numerator / denominator``, or None when either is missing or the denominator is not positive."""
+    if numerator is None or denominator is None or denominator <= 0:
+        return None
+    return numerator / denominator
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+def current_rss_mb() -> float:
+    """Resident set size of this process now, in MiB (Linux /proc; falls back to the peak elsewhere)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            pages = int(statm.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return peak_rss_mb()
+
+
+def release_free_memory() -> None:
+    """Collect garbage and hand the C heap's free pages back to the OS (glibc ``malloc_trim``; else a no-op).
+
+    Called before taking an RSS baseline, so memory freed earlier is not silently reused by the measured phase.
+    """
+    gc.collect()
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return
+    malloc_trim = getattr(ctypes.CDLL(libc_name), "malloc_trim", None)
+    if malloc_trim is not None:
+        malloc_trim(0)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB (``ru_maxrss`` is KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+# ----------------------------------------------------------------------------- isolated runs
+
+
+def run_isolated(script: Path, spec: dict[str, Any], threads: int) -> dict[str, Any]:
+    """Run ``script --_worker <spec-json>`` in a fresh Python process and return the dict it reports.
+
+    A fresh process per measurement keeps peak-memory figures free of earlier runs. The worker must print
+    one line ``WORKER_RESULT_PREFIX + json`` (see :func:`report_worker_result`).
+    """
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    completed = subprocess.run(
+        [sys.executable, str(script), "--_worker", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO_ROOT,
+        check=False,
+    )
+    for line in completed.stdout.splitlines():
+        if line.startswith(WORKER_RESULT_PREFIX):
+            return json.loads(line[len(WORKER_RESULT_PREFIX) :])
+    tail = "\n".join((completed.stderr or completed.stdout).strip().splitlines()[-15:])
+    raise RuntimeError(f"Benchmark worker failed (exit code {completed.returncode}) for {spec}:\n{tail}")
+
+
+def report_worker_result(result: dict[str, Any]) -> None:
+    """Print ``result`` on the line the parent process of :func:`run_isolated` looks for."""
+    print(WORKER_RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+# ----------------------------------------------------------------------------- machine info
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _package_version(name: str) -> str | None:
+    try:
+        module = __import__(name)
+    except ImportError:
+        return None
+    return getattr(module, "__version__", None)
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    """What the numbers were measured on: CPU/GPU, cores, load, library versions and date (UTC)."""
+    info: dict[str, Any] = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "hostname": platform.node(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_model": _cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch": torch.__version__,
+        "torchvision": _package_version("torchvision"),
+        "timm": _package_version("timm"),
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def write_json(result: dict[str, Any], path: Path | None) -> None:
+    """Write ``result`` as indented JSON to ``path`` (``-`` prints it to stdout; None does nothing)."""
+    if path is None:
+        return
+    text = json.dumps(result, indent=2)
+    if str(path) == "-":
+        print(text)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n")
+
+
+def _console() -> Console:
+    # Piped output (files, CI logs) would otherwise be wrapped at 80 columns.
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
+
+
+def print_table(
+    title: str, columns: Sequence[str], rows: Iterable[Sequence[str]], caption: str | None = None
+) -> None:
+    """Print a rich table: first column left-aligned, the rest right-aligned."""
+    table = Table(title=title, caption=caption, caption_justify="left")
+    for index, column in enumerate(columns):
+        table.add_column(column, justify="left" if index == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    _console().print(table)
+
+
+def print_machine(info: dict[str, Any]) -> None:
+    """One line summarising the machine a run was measured on."""
+    target = info.get("gpu") or info["cpu_model"]
+    _console().print(
+        f"[dim]{target} | {info['usable_cores']} usable cores | load {info['load_average_1m']} | "
+        f"torch {info['torch']} | timm {info['timm']} | {info['date']}[/dim]"
+    )
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    """A number for a table cell (``-`` when missing)."""
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def fmt_ratio(value: float | None, higher_is_better: bool) -> str:
+    """A ratio coloured green when it favours the numerator and red when it does not."""
+    if value is None:
+        return "-"
+    better = value >= 1.0 if higher_is_better else value <= 1.0
+    return f"[{'green' if better else 'red'}]{value:.2f}x[/]"

@@ -1,0 +1,92 @@
+"""Smoke tests of the benchmark scripts: tiny settings, checks of the result structure only (no timings)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from benchmarks import data_pipeline, throughput
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_measure_train_step_in_process() -> None:
+    spec = throughput.MeasureSpec(
+        impl="ours", model="mobilevit_xxs", setting="channels_last_bf16", mode="train",
+        img_size=32, batch_size=2, threads=1, repeats=2, warmup=0, num_classes=5,
+    )
+    record = throughput.measure(spec)
+    assert record["unit"] == "img/s" and _positive(record["value"])
+    assert record["batch_size"] == 2 and len(record["times_s"]) == 2
+    assert all(_positive(t) for t in record["times_s"])
+    assert record["peak_mem_mb"] >= 0
+
+
+def test_throughput_main_isolated_runs(tmp_path: Path) -> None:
+    out = tmp_path / "throughput.json"
+    result = throughput.main([
+        "--model", "mobilevit_xxs", "--img-size", "32", "--batch-size", "2", "--threads", "1",
+        "--repeats", "1", "--warmup", "0", "--settings", "fp32", "--modes", "infer",
+        "--fast-path", "--num-classes", "5", "--json", str(out),
+    ])  # fmt: skip
+    assert json.loads(out.read_text()) == result
+    assert result["benchmark"] == "throughput"
+    for key in ("date", "cpu_model", "logical_cores", "torch", "timm"):
+        assert result["machine"][key]
+    by_impl = result["results"]["fp32"]
+    assert set(by_impl) == {"ours", "timm", "ours_fused"}
+    for impl in by_impl.values():
+        record = impl["infer"]
+        assert record["unit"] == "img/s" and _positive(record["value"]) and record["batch_size"] == 2
+        assert _positive(record["peak_mem_mb"])  # a fresh process grows by at least the model's weights
+    ratios = result["ratios"]["fp32"]
+    for key in ("infer", "infer_peak_mem", "infer_fused", "infer_fused_peak_mem"):
+        assert _positive(ratios[key])
+    assert math.isclose(ratios["infer"], by_impl["ours"]["infer"]["value"] / by_impl["timm"]["infer"]["value"])
+
+
+def test_throughput_rejects_unknown_model_and_setting() -> None:
+    with pytest.raises(SystemExit, match="mobilevit_xxs"):
+        throughput.main(["--model", "resnet_nope"])
+    with pytest.raises(SystemExit, match="channels_last_bf16"):
+        throughput.main(["--model", "mobilevit_xxs", "--settings", "fp16"])
+
+
+def test_data_pipeline_main(flowers_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "data.json"
+    result = data_pipeline.main([
+        "--root", str(flowers_root), "--img-size", "32", "--num-images", "4", "--repeats", "1", "--warmup", "0",
+        "--workers", "1", "--batch-size", "2", "--num-batches", "2", "--loader-warmup-batches", "1",
+        "--train-batch-size", "2", "--threads", "1", "--json", str(out),
+    ])  # fmt: skip
+    assert json.loads(out.read_text()) == result
+    assert result["benchmark"] == "data_pipeline"
+    assert result["config"]["presets"][0] == "basic"
+    assert set(result["results"]) == set(data_pipeline.available_presets())
+    assert result["training"]["model"] == "mobilevit_xxs" and _positive(result["training"]["img_s"])
+    for preset, by_measure in result["results"].items():
+        assert set(by_measure) == {"pil", "decode_jpeg", "loader_1w"}
+        for key, record in by_measure.items():
+            assert _positive(record["img_s"]) and _positive(record["per_worker_img_s"])
+            assert math.isclose(
+                result["ratios"][preset][key], record["per_worker_img_s"] / result["training"]["img_s"]
+            )
+
+
+def test_data_pipeline_missing_dataset_exits_cleanly(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="Flowers-102 not found"):
+        data_pipeline.main(["--root", str(tmp_path)])
+
+
+@pytest.mark.parametrize("preset", data_pipeline.available_presets())
+def test_presets_instantiate_at_requested_size(preset: str) -> None:
+    from PIL import Image
+
+    transform = data_pipeline.load_preset(preset, 24)
+    image = transform(Image.new("RGB", (40, 30), (200, 100, 50)))
+    assert tuple(image.shape) == (3, 24, 24)
