@@ -1,0 +1,158 @@
+"""LightningModule that trains and evaluates any zoo network as an image classifier."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+from torchmetrics import MaxMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from mobilevit.errors import UserInputError
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+STAGES: tuple[str, ...] = ("train", "val", "test")
+
+
+def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
+    """Top-1 and top-k (k = min(5, num_classes)) accuracy and macro F1, keyed ``{prefix}acc`` etc."""
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes=num_classes, top_k=1, average="micro"),
+            "acc_top5": MulticlassAccuracy(num_classes=num_classes, top_k=min(5, num_classes), average="micro"),
+            "f1": MulticlassF1Score(num_classes=num_classes, average="macro"),
+        },
+        prefix=prefix,
+        # Off: sharing states between metrics ("compute groups") mis-merged top-5 accuracy and macro F1.
+        compute_groups=False,
+    )
+
+
+def weight_decay_param_groups(module: nn.Module) -> list[dict[str, Any]]:
+    """Split trainable parameters: weights of rank >= 2 decay; norm scales and biases (ndim <= 1) do not."""
+    decay, no_decay = [], []
+    for param in module.parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 else decay).append(param)
+    groups = [
+        {"params": decay, "name": "decay"},
+        {"params": no_decay, "name": "no_decay", "weight_decay": 0.0},
+    ]
+    return [group for group in groups if group["params"]]
+
+
+class ImageClassifier(L.LightningModule):
+    """Image classification with cross-entropy, top-1/top-5 accuracy and macro F1 per stage.
+
+    Args:
+        net: classifier network mapping (B, 3, H, W) images in [0, 1] to (B, num_classes) logits; must expose
+            ``num_classes``.
+        optimizer: partial optimizer constructor (Hydra ``_partial_: true``) called with the param groups.
+        scheduler: partial scheduler constructor called with ``optimizer``, ``total_steps`` and
+            ``steps_per_epoch``; stepped after every optimizer step. None keeps the lr constant.
+        label_smoothing: label smoothing of the training loss (validation/test loss is plain cross-entropy).
+        channels_last: keep weights and input batches in channels-last memory format (faster convolutions).
+        cfg: resolved run config (plain containers) saved in checkpoints to rebuild the model and data.
+        class_names: class names in label order, saved in checkpoints.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., Optimizer] | None = None,
+        scheduler: Callable[..., LRScheduler] | None = None,
+        label_smoothing: float = 0.1,
+        channels_last: bool = True,
+        cfg: dict[str, Any] | None = None,
+        class_names: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise UserInputError(f"module.label_smoothing must be in [0, 1), got {label_smoothing}.")
+        num_classes = int(net.num_classes)
+        if class_names is not None and len(class_names) != num_classes:
+            raise UserInputError(f"Got {len(class_names)} class names for a network with {num_classes} classes.")
+        # Only plain containers go into hparams/checkpoints, so `torch.load(weights_only=True)` can read them.
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
+        self.hparams["num_classes"] = num_classes
+        self.net = net.to(memory_format=torch.channels_last) if channels_last else net
+        self.num_classes = num_classes
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.train_criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.train_metrics = classification_metrics(num_classes, "train/")
+        self.val_metrics = classification_metrics(num_classes, "val/")
+        self.test_metrics = classification_metrics(num_classes, "test/")
+        self.val_acc_best = MaxMetric()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    def _images(self, images: torch.Tensor) -> torch.Tensor:
+        if self.hparams.channels_last and images.ndim == 4:
+            return images.contiguous(memory_format=torch.channels_last)
+        return images
+
+    def on_train_start(self) -> None:
+        # Sanity-check validation must not count towards the best accuracy.
+        self.val_acc_best.reset()
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        images, targets = batch
+        logits = self(self._images(images))
+        loss = self.train_criterion(logits, targets)
+        self.train_metrics.update(logits.detach().float(), targets)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
+        return loss
+
+    def _eval_step(self, batch: Batch, metrics: MetricCollection, stage: str) -> None:
+        images, targets = batch
+        logits = self(self._images(images)).float()
+        loss = F.cross_entropy(logits, targets)
+        metrics.update(logits, targets)
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        for name, metric in metrics.items():
+            self.log(name, metric, on_step=False, on_epoch=True, prog_bar=name == "val/acc")
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, self.val_metrics, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        self.val_acc_best.update(self.val_metrics["acc"].compute())
+        self.log("val/acc_best", self.val_acc_best.compute())
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, self.test_metrics, "test")
+
+    def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        """Logits (float32, on CPU) and targets of one batch, for offline evaluation."""
+        images, targets = batch
+        return {"logits": self(self._images(images)).float().cpu(), "targets": targets.cpu()}
+
+    def _steps_per_epoch(self) -> int:
+        batches = self.trainer.num_training_batches
+        if not math.isfinite(batches) or batches < 1:
+            return 1
+        return max(1, math.ceil(batches / self.trainer.accumulate_grad_batches))
+
+    def configure_optimizers(self) -> Optimizer | dict[str, Any]:
+        if self.optimizer_factory is None:
+            raise UserInputError("Training needs an optimizer: choose one with optimizer=adamw or optimizer=sgd.")
+        optimizer = self.optimizer_factory(params=weight_decay_param_groups(self.net))
+        if self.scheduler_factory is None:
+            return optimizer
+        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = self.scheduler_factory(
+            optimizer=optimizer, total_steps=total_steps, steps_per_epoch=self._steps_per_epoch()
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}

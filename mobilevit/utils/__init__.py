@@ -1,0 +1,27 @@
+"""Framework helpers: schedulers, config-driven instantiation and entry-point plumbing."""
+
+from mobilevit.utils.instantiators import instantiate_callbacks, instantiate_loggers, instantiate_optional
+from mobilevit.utils.lr_scheduler import WarmupCosineLR
+from mobilevit.utils.run import (
+    display_path,
+    exit_on_user_error,
+    find_user_error,
+    resolve_ckpt_path,
+    resolved_config,
+    set_project_root,
+    silence_upstream_warnings,
+)
+
+__all__ = [
+    "WarmupCosineLR",
+    "display_path",
+    "exit_on_user_error",
+    "find_user_error",
+    "instantiate_callbacks",
+    "instantiate_loggers",
+    "instantiate_optional",
+    "resolve_ckpt_path",
+    "resolved_config",
+    "set_project_root",
+    "silence_upstream_warnings",
+]

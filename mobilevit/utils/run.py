@@ -1,0 +1,103 @@
+"""Helpers shared by the train and evaluate entry points: errors, config, checkpoints, summaries."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.text import Text
+
+from mobilevit.errors import UserInputError
+
+USER_ERROR_EXIT_CODE = 2
+
+
+def find_user_error(exc: BaseException | None) -> UserInputError | None:
+    """The UserInputError behind ``exc``, following wrappers such as Hydra's InstantiationException."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, UserInputError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+@contextlib.contextmanager
+def exit_on_user_error() -> Iterator[None]:
+    """Turn a UserInputError raised inside the block into one red line on stderr and exit code 2 (no traceback)."""
+    try:
+        yield
+    except Exception as exc:
+        user_error = find_user_error(exc)
+        if user_error is None:
+            raise
+        Console(stderr=True, soft_wrap=True).print(Text(f"Error: {user_error}", style="bold red"))
+        sys.exit(USER_ERROR_EXIT_CODE)
+
+
+def silence_upstream_warnings() -> None:
+    """Hide known upstream deprecation noise that users cannot act on (Lightning's use of torch's LeafSpec)."""
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
+def set_project_root(path: str | Path) -> None:
+    """Default ``PROJECT_ROOT`` (read by ``configs/paths/default.yaml``) to ``path`` unless already set."""
+    os.environ.setdefault("PROJECT_ROOT", str(Path(path).resolve()))
+
+
+def resolved_config(cfg: DictConfig) -> dict[str, Any]:
+    """The run config as plain, fully resolved containers (the ``hydra`` node left out)."""
+    keys = [key for key in cfg.keys() if key != "hydra"]
+    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)  # type: ignore[return-value]
+
+
+def resolve_ckpt_path(ckpt_path: str | None, runs_root: str | Path, exclude: str | Path | None = None) -> str | None:
+    """Turn ``ckpt_path`` into an existing checkpoint file.
+
+    ``last`` means ``checkpoints/last.ckpt`` of the most recent run under ``runs_root`` (``exclude`` is the
+    current run's directory, skipped); a run directory means its ``checkpoints/last.ckpt``; otherwise a file.
+    """
+    if ckpt_path is None:
+        return None
+    ckpt_path = str(ckpt_path)
+    if ckpt_path == "last":
+        excluded = Path(exclude).resolve() if exclude else None
+        candidates = [
+            path
+            for path in Path(runs_root).glob("**/checkpoints/last.ckpt")
+            if excluded is None or excluded not in path.resolve().parents
+        ]
+        if not candidates:
+            raise UserInputError(
+                f"ckpt_path=last: no checkpoints/last.ckpt found under '{runs_root}'. "
+                "Train a run first or pass ckpt_path=/path/to/file.ckpt."
+            )
+        return str(max(candidates, key=lambda path: path.stat().st_mtime))
+    path = Path(ckpt_path).expanduser()
+    if path.is_dir():
+        for candidate in (path / "checkpoints" / "last.ckpt", path / "last.ckpt"):
+            if candidate.is_file():
+                return str(candidate)
+        raise UserInputError(f"ckpt_path='{ckpt_path}' is a directory without checkpoints/last.ckpt.")
+    if not path.is_file():
+        raise UserInputError(
+            f"ckpt_path='{ckpt_path}' does not exist. Pass a .ckpt file, a run directory, or ckpt_path=last."
+        )
+    return str(path)
+
+
+def display_path(path: str | Path) -> str:
+    """``path`` relative to the working directory when inside it, else absolute (for copy-paste commands)."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,223 @@
+"""Every option of every config group composes with Hydra's compose API and instantiates."""
+
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+
+import hydra
+import lightning as L
+import pytest
+import torch
+from conftest import CONFIG_DIR, config_groups
+from lightning.pytorch import Callback
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from omegaconf import OmegaConf
+from PIL import Image
+
+from mobilevit.module import ImageClassifier, weight_decay_param_groups
+from mobilevit.utils import (
+    WarmupCosineLR,
+    instantiate_callbacks,
+    instantiate_loggers,
+    instantiate_optional,
+    resolved_config,
+)
+
+GROUPS = config_groups()
+OPTIONS = [(group, option) for group, options in GROUPS.items() for option in options]
+CUDA = torch.cuda.is_available()
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """A minimal ``<root>/{train,val}/<class>/`` tree for data options that need a real root."""
+    for split in ("train", "val"):
+        for name in ("daisy", "tulip"):
+            folder = tmp_path / "folder_data" / split / name
+            folder.mkdir(parents=True)
+            Image.new("RGB", (40, 36), (200, 30, 30)).save(folder / "0.png")
+    return tmp_path / "folder_data"
+
+
+def test_every_group_has_options() -> None:
+    expected = {
+        "data": {"flowers102", "synthetic", "imagefolder"},
+        "augmentation": {"basic", "none"},
+        "model": {"mobilevit_xxs", "mobilevit_xs", "mobilevit_s", "mobilevitv2_050"},
+        "optimizer": {"adamw", "sgd"},
+        "scheduler": {"cosine", "none"},
+        "trainer": {"default", "cpu", "gpu", "ddp"},
+        "logger": {"tensorboard", "csv", "none"},
+        "callbacks": {"default", "none"},
+        "paths": {"default"},
+        "hydra": {"default"},
+        "experiment": {"quickstart", "flowers102_cpu"},
+    }
+    for group, options in expected.items():
+        assert options <= set(GROUPS.get(group, [])), f"configs/{group}/ lacks {options - set(GROUPS.get(group, []))}"
+
+
+def test_train_defaults(make_cfg) -> None:
+    cfg = make_cfg()
+    choices = cfg.hydra.runtime.choices
+    assert choices.data == "flowers102" and choices.model == "mobilevit_xs" and choices.augmentation == "basic"
+    assert choices.optimizer == "adamw" and choices.scheduler == "cosine" and choices.trainer == "default"
+    assert choices.logger == "tensorboard" and choices.callbacks == "default"
+    assert cfg.module.label_smoothing == 0.1 and cfg.module.channels_last is True
+    assert cfg.ckpt_path is None and cfg.test is True and cfg.optimized_metric == "val/acc"
+    assert cfg.task_name == "train" and cfg.trainer.precision == "32-true"
+    assert cfg.callbacks.model_checkpoint.monitor == "val/acc" and cfg.callbacks.model_checkpoint.mode == "max"
+    assert cfg.callbacks.model_checkpoint.save_last is True
+
+
+def test_paths_and_run_dirs(make_cfg, tmp_path: Path) -> None:
+    cfg = make_cfg()
+    assert Path(cfg.paths.log_dir) == tmp_path / "logs"
+    run_dir = Path(cfg.hydra.run.dir)
+    assert run_dir.parent == tmp_path / "logs" / "train" / "runs"
+    sweep_dir = Path(cfg.hydra.sweep.dir)
+    assert sweep_dir.parent == tmp_path / "logs" / "train" / "multiruns"
+    assert cfg.hydra.sweep.subdir == "0"  # ${hydra.job.num}
+    # Untouched defaults point into the repository.
+    plain = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "paths" / "default.yaml"))
+    assert plain["data_dir"] == "${paths.root_dir}/data" and plain["log_dir"] == "${paths.root_dir}/logs"
+
+
+def test_eval_config(make_cfg) -> None:
+    cfg = make_cfg(["ckpt_path=some.ckpt", "data.split=val", "data.root=/elsewhere"], config_name="eval")
+    assert cfg.task_name == "eval" and cfg.data.split == "val" and cfg.data.root == "/elsewhere"
+    assert "logs/eval/runs" in cfg.hydra.run.dir
+
+
+def _check_data(datamodule: L.LightningDataModule) -> None:
+    assert isinstance(datamodule, L.LightningDataModule)
+    assert datamodule.num_classes >= 2 and len(datamodule.class_names) == datamodule.num_classes
+
+
+def _check_group(group: str, cfg, image_folder: Path) -> None:
+    node = cfg.get(group)
+    if group == "data":
+        overrides = {"root": str(image_folder)} if OmegaConf.is_missing(cfg.data, "root") else {}
+        _check_data(hydra.utils.instantiate(node, **overrides))  # no prepare_data: nothing is downloaded
+    elif group == "augmentation":
+        transform = hydra.utils.instantiate(node)
+        out = transform(Image.new("RGB", (50, 40), (10, 200, 30)))
+        size = cfg.data.image_size
+        assert out.shape == (3, size, size) and out.dtype == torch.float32 and 0 <= out.min() <= out.max() <= 1
+    elif group == "model":
+        net = hydra.utils.instantiate(node, num_classes=5).eval()
+        assert net.num_classes == 5
+        with torch.no_grad():
+            assert net(torch.rand(1, 3, 32, 32)).shape == (1, 5)
+    elif group == "optimizer":
+        factory = hydra.utils.instantiate(node)
+        optimizer = factory(params=weight_decay_param_groups(torch.nn.Linear(4, 3)))
+        assert isinstance(optimizer, torch.optim.Optimizer) and optimizer.param_groups[1]["weight_decay"] == 0
+    elif group == "scheduler":
+        factory = instantiate_optional(node)
+        if factory is not None:
+            optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
+            scheduler = factory(optimizer=optimizer, total_steps=20, steps_per_epoch=5)
+            assert isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler)
+    elif group == "trainer":
+        if node.accelerator == "gpu" and not CUDA:
+            pytest.skip("trainer option needs a CUDA GPU (composed fine)")
+        assert isinstance(hydra.utils.instantiate(node, logger=False), L.Trainer)
+    elif group == "logger":
+        assert all(isinstance(logger, Logger) for logger in instantiate_loggers(node))
+    elif group == "callbacks":
+        assert all(isinstance(callback, Callback) for callback in instantiate_callbacks(node))
+    elif group == "paths":
+        assert Path(node.output_dir).is_dir() and node.data_dir and node.log_dir
+    elif group == "hydra":
+        assert cfg.hydra.run.dir and cfg.hydra.sweep.dir
+    elif group == "experiment":
+        for sub_group in ("data", "augmentation", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks"):
+            _check_group(sub_group, cfg, image_folder)
+    else:
+        raise AssertionError(f"No instantiation check for config group '{group}': add one to tests/test_configs.py")
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_option_composes_and_instantiates(group: str, option: str, make_cfg, image_folder: Path) -> None:
+    cfg = make_cfg([f"{group}={option}"])
+    resolved_config(cfg)  # every interpolation resolves
+    _check_group(group, cfg, image_folder)
+
+
+def test_default_callbacks_and_logger(make_cfg) -> None:
+    cfg = make_cfg()
+    callbacks = instantiate_callbacks(cfg.callbacks)
+    kinds = {type(callback).__name__ for callback in callbacks}
+    assert {"ModelCheckpoint", "LearningRateMonitor", "RichProgressBar", "RichModelSummary"} <= kinds
+    checkpoint = next(c for c in callbacks if isinstance(c, ModelCheckpoint))
+    assert checkpoint.monitor == "val/acc" and checkpoint.mode == "max" and checkpoint.save_last
+    assert any(isinstance(c, LearningRateMonitor) for c in callbacks)
+    (logger,) = instantiate_loggers(cfg.logger)
+    assert isinstance(logger, TensorBoardLogger)
+    assert instantiate_loggers(make_cfg(["logger=none"]).logger) == []
+    assert instantiate_callbacks(make_cfg(["callbacks=none"]).callbacks) == []
+    assert instantiate_optional(make_cfg(["scheduler=none"]).scheduler) is None
+
+
+def test_warmup_cosine_schedule() -> None:
+    optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=1.0)
+    scheduler = WarmupCosineLR(optimizer, total_steps=100, steps_per_epoch=10, warmup_epochs=2, min_lr=0.1)
+    lrs = []
+    for _ in range(100):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert scheduler.warmup_steps == 20
+    assert lrs[0] == pytest.approx(0.01)  # warmup_start_factor * lr
+    assert all(a < b for a, b in zip(lrs[:20], lrs[1:21]))  # rising warmup
+    assert lrs[20] == pytest.approx(1.0)  # peak after warmup
+    assert all(a >= b for a, b in zip(lrs[20:], lrs[21:]))  # then decaying
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1)  # min_lr at the end
+    assert lrs[60] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+
+
+def test_warmup_cosine_resume_keeps_new_length() -> None:
+    def make(total: int) -> tuple[torch.optim.Optimizer, WarmupCosineLR]:
+        optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=1.0)
+        return optimizer, WarmupCosineLR(optimizer, total_steps=total, steps_per_epoch=10, warmup_epochs=1)
+
+    optimizer, scheduler = make(50)
+    for _ in range(30):
+        optimizer.step()
+        scheduler.step()
+    state = scheduler.state_dict()
+    optimizer, resumed = make(100)  # e.g. resumed with a larger trainer.max_epochs
+    resumed.load_state_dict(state)
+    assert resumed.last_epoch == 30 and resumed.total_steps == 100
+    assert resumed.get_lr()[0] == pytest.approx(resumed.lr_at(30, 1.0))
+
+
+def test_no_weight_decay_for_norms_and_biases() -> None:
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(), torch.nn.LazyLinear(2)
+    )
+    net(torch.rand(1, 3, 8, 8))
+    decay, no_decay = weight_decay_param_groups(net)
+    assert all(p.ndim >= 2 for p in decay["params"]) and len(decay["params"]) == 2
+    assert all(p.ndim <= 1 for p in no_decay["params"]) and len(no_decay["params"]) == 4
+    assert no_decay["weight_decay"] == 0.0
+
+
+def test_module_hparams_are_plain(make_cfg) -> None:
+    cfg = make_cfg(["model=mobilevit_xxs"])
+    net = hydra.utils.instantiate(cfg.model, num_classes=4)
+    module = ImageClassifier(
+        net,
+        optimizer=hydra.utils.instantiate(cfg.optimizer),
+        scheduler=instantiate_optional(cfg.scheduler),
+        cfg=resolved_config(cfg),
+        class_names=["a", "b", "c", "d"],
+    )
+    assert set(module.hparams) == {"label_smoothing", "channels_last", "cfg", "class_names", "num_classes"}
+    assert isinstance(module.hparams.cfg, dict) and "hydra" not in module.hparams.cfg
+    assert module.hparams.cfg["model"]["name"] == "mobilevit_xxs"
+    assert isinstance(module.optimizer_factory, functools.partial)

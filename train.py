@@ -1,0 +1,161 @@
+"""Train a MobileViT classifier: `python train.py [group=option ...] [key=value ...]`.
+
+Examples:
+    python train.py experiment=quickstart
+    python train.py model=mobilevitv2_050 optimizer.lr=1e-3 trainer.max_epochs=50
+    python train.py experiment=quickstart ckpt_path=last trainer.max_epochs=20   # resume the newest run
+    python train.py -m experiment=quickstart model=mobilevit_xxs,mobilevitv2_050   # one run per option
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig
+from rich.console import Console
+
+from mobilevit.utils import (
+    display_path,
+    exit_on_user_error,
+    instantiate_callbacks,
+    instantiate_loggers,
+    instantiate_optional,
+    resolve_ckpt_path,
+    resolved_config,
+    set_project_root,
+    silence_upstream_warnings,
+)
+
+set_project_root(Path(__file__).parent)
+silence_upstream_warnings()
+
+
+# Final metrics shown next to the hyper-parameters in TensorBoard's HPARAMS tab (as hp/<stage>_<name>).
+HP_METRICS: tuple[str, ...] = (
+    "val/acc_best", "val/acc", "val/acc_top5", "val/f1", "val/loss", "test/acc", "test/acc_top5", "test/f1", "test/loss"
+)  # fmt: skip
+
+
+def _hp_name(metric: str) -> str:
+    return "hp/" + metric.replace("/", "_")
+
+
+@rank_zero_only
+def _log_hyperparameters(loggers: list[Logger], run_cfg: dict[str, Any]) -> None:
+    """Log the run's settings before training; TensorBoard also gets placeholders (-1) for the final metrics."""
+    params = {key: run_cfg.get(key) for key in ("model", "data", "augmentation", "optimizer", "scheduler", "module")}
+    params["trainer"] = {
+        key: run_cfg["trainer"].get(key) for key in ("max_epochs", "precision", "accumulate_grad_batches")
+    }
+    params["seed"] = run_cfg.get("seed")
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(params, metrics={_hp_name(name): -1.0 for name in HP_METRICS})
+        else:
+            logger.log_hyperparams(params)
+        logger.save()
+
+
+@rank_zero_only
+def _log_final_metrics(loggers: list[Logger], metrics: dict[str, float], step: int) -> None:
+    values = {_hp_name(name): metrics[name] for name in HP_METRICS if name in metrics}
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger) and values:
+            logger.log_metrics(values, step=step)
+            logger.save()
+
+
+@rank_zero_only
+def _print_next_steps(
+    output_dir: str, loggers: list[Logger], checkpoint: str | None, metrics: dict[str, float]
+) -> None:
+    console = Console(soft_wrap=True)  # never break the commands below
+    console.rule("[bold green]Training finished")
+    shown = {name: value for name, value in metrics.items() if name.split("/")[0] in ("val", "test")}
+    if shown:
+        console.print("  ".join(f"{name}={value:.4f}" for name, value in sorted(shown.items())))
+    console.print(f"Run directory: [cyan]{display_path(output_dir)}[/]")
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            console.print(f"TensorBoard:   [cyan]tensorboard --logdir {display_path(logger.log_dir)}[/]")
+    if checkpoint:
+        console.print(f"Evaluate:      [cyan]python evaluate.py ckpt_path={display_path(checkpoint)}[/]")
+
+
+def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
+    """Fit (and optionally test) the configured model; returns (metrics, objects built)."""
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    output_dir = cfg.paths.output_dir
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), Path(cfg.paths.log_dir) / cfg.task_name, exclude=output_dir)
+
+    augmentation = instantiate_optional(cfg.get("augmentation"))
+    datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data, train_transform=augmentation)
+    net = hydra.utils.instantiate(cfg.model, num_classes=datamodule.num_classes)
+    run_cfg = resolved_config(cfg)
+    # Partial first: the plain run config must reach the module as is, not be instantiated by Hydra.
+    module_factory = hydra.utils.instantiate(cfg.module, _partial_=True)
+    model = module_factory(
+        net=net,
+        optimizer=hydra.utils.instantiate(cfg.optimizer),
+        scheduler=instantiate_optional(cfg.get("scheduler")),
+        cfg=run_cfg,
+        class_names=list(datamodule.class_names),
+    )
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    loggers = instantiate_loggers(cfg.get("logger"))
+    if not loggers:  # nothing to write learning rates to (Lightning would refuse the monitor)
+        callbacks = [callback for callback in callbacks if not isinstance(callback, LearningRateMonitor)]
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    _log_hyperparameters(trainer.loggers, run_cfg)
+    trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
+
+    checkpoint_cb = trainer.checkpoint_callback if isinstance(trainer.checkpoint_callback, ModelCheckpoint) else None
+    best_ckpt = checkpoint_cb.best_model_path if checkpoint_cb and checkpoint_cb.best_model_path else None
+    if checkpoint_cb and checkpoint_cb.monitor and checkpoint_cb.best_model_score is not None:
+        metrics[f"{checkpoint_cb.monitor}_best"] = float(checkpoint_cb.best_model_score)
+
+    if cfg.get("test"):
+        if best_ckpt is None:
+            Console().print("[yellow]No best checkpoint was saved: testing the weights at the end of training.[/]")
+        trainer.test(model=model, datamodule=datamodule, ckpt_path=best_ckpt, weights_only=True)
+        metrics.update(
+            {name: float(value) for name, value in trainer.callback_metrics.items() if name.startswith("test/")}
+        )
+
+    _log_final_metrics(trainer.loggers, metrics, trainer.global_step)
+    last_ckpt = checkpoint_cb.last_model_path if checkpoint_cb else None
+    _print_next_steps(output_dir, trainer.loggers, best_ckpt or last_ckpt, metrics)
+    objects = {"cfg": cfg, "datamodule": datamodule, "model": model, "trainer": trainer, "best_ckpt": best_ckpt}
+    return metrics, objects
+
+
+def optimized_metric(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
+    """Value of ``cfg.optimized_metric`` for sweepers; the best value when the checkpoint callback tracked it."""
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    for key in (f"{name}_best", name):
+        if key in metrics:
+            return metrics[key]
+    Console(stderr=True).print(f"[yellow]optimized_metric={name!r} was not logged; logged: {sorted(metrics)}[/]")
+    return None
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    with exit_on_user_error():
+        metrics, _ = train(cfg)
+        return optimized_metric(cfg, metrics)
+
+
+if __name__ == "__main__":
+    main()
