@@ -14,12 +14,14 @@ from typing import Any
 
 import hydra
 import lightning as L
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, WeightAveraging
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 from rich.console import Console
 
+from mobilevit.module import class_weights_from_config
 from mobilevit.utils import (
     display_path,
     exit_on_user_error,
@@ -88,6 +90,16 @@ def _print_next_steps(
         console.print(f"Evaluate:      [cyan]python evaluate.py ckpt_path={display_path(checkpoint)}[/]")
 
 
+def _class_counts(datamodule: L.LightningDataModule) -> torch.Tensor:
+    """Images per class of the training split (for ``module.class_weights=balanced``).
+
+    Counting reads the labels, so the data is prepared (downloaded/generated) first; fit's own prepare_data is
+    then a no-op, and under DDP Lightning starts the other ranks only after this ran on rank 0.
+    """
+    datamodule.prepare_data()
+    return datamodule.class_counts()
+
+
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Fit (and optionally test) the configured model; returns (metrics, objects built)."""
     if cfg.get("seed") is not None:
@@ -96,7 +108,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), Path(cfg.paths.log_dir) / cfg.task_name, exclude=output_dir)
 
     augmentation = instantiate_optional(cfg.get("augmentation"))
-    datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data, train_transform=augmentation)
+    datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data, augmentation=augmentation)
     net = hydra.utils.instantiate(cfg.model, num_classes=datamodule.num_classes)
     run_cfg = resolved_config(cfg)
     # Partial first: the plain run config must reach the module as is, not be instantiated by Hydra.
@@ -105,6 +117,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         net=net,
         optimizer=hydra.utils.instantiate(cfg.optimizer),
         scheduler=instantiate_optional(cfg.get("scheduler")),
+        class_weights=class_weights_from_config(cfg.module.get("class_weights"), lambda: _class_counts(datamodule)),
         cfg=run_cfg,
         class_names=list(datamodule.class_names),
     )
@@ -112,7 +125,13 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     loggers = instantiate_loggers(cfg.get("logger"))
     if not loggers:  # nothing to write learning rates to (Lightning would refuse the monitor)
         callbacks = [callback for callback in callbacks if not isinstance(callback, LearningRateMonitor)]
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    # A multi-scale data module shards its own batches: Lightning must not replace its sampler.
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        use_distributed_sampler=not getattr(datamodule, "uses_custom_sampler", False),
+    )
 
     _log_hyperparameters(trainer.loggers, run_cfg)
     trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
@@ -126,6 +145,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if cfg.get("test"):
         if best_ckpt is None:
             Console().print("[yellow]No best checkpoint was saved: testing the weights at the end of training.[/]")
+        # Test the averaged weights: the checkpoint's state_dict holds them, but a weight-averaging callback still
+        # attached would reload the raw weights it keeps beside them (`current_model_state`).
+        trainer.callbacks = [callback for callback in trainer.callbacks if not isinstance(callback, WeightAveraging)]
         trainer.test(model=model, datamodule=datamodule, ckpt_path=best_ckpt, weights_only=True)
         metrics.update(
             {name: float(value) for name, value in trainer.callback_metrics.items() if name.startswith("test/")}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightning as L
@@ -19,6 +19,51 @@ from mobilevit.errors import UserInputError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 STAGES: tuple[str, ...] = ("train", "val", "test")
+# Values of `module.class_weights` (train.py turns them into per-class loss weights).
+CLASS_WEIGHT_OPTIONS: tuple[str | None, ...] = (None, "balanced")
+
+
+def balanced_class_weights(class_counts: torch.Tensor) -> list[float]:
+    """Per-class loss weights N / (C * count_c) ("balanced"): rarer classes weigh more; mean weight per image 1."""
+    counts = torch.as_tensor(class_counts, dtype=torch.float64)
+    empty = (counts <= 0).nonzero().flatten().tolist()
+    if empty:
+        raise UserInputError(
+            f"module.class_weights=balanced needs training images of every class; classes {empty} have none."
+        )
+    return (counts.sum() / (len(counts) * counts)).tolist()
+
+
+def class_weights_from_config(option: str | None, class_counts: Callable[[], torch.Tensor]) -> list[float] | None:
+    """Loss weights for ``module.class_weights`` (null or balanced); ``class_counts`` is only called when needed."""
+    if option not in CLASS_WEIGHT_OPTIONS:
+        valid = ", ".join("null" if value is None else value for value in CLASS_WEIGHT_OPTIONS)
+        raise UserInputError(f"module.class_weights must be one of: {valid}; got {option!r}.")
+    return None if option is None else balanced_class_weights(class_counts())
+
+
+def soft_target_cross_entropy(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """Cross-entropy for class indices (B,) or class probabilities (B, C), e.g. from MixUp/CutMix.
+
+    Label smoothing mixes either kind of target with the uniform distribution. With ``weight``, index targets
+    average by the summed weights of the batch's targets and probability targets by the batch size (PyTorch's
+    definitions); for balanced weights both scales are close to the unweighted loss.
+    """
+    if targets.ndim == 2:
+        targets = targets.to(logits.dtype)
+    if weight is not None:
+        weight = weight.to(logits.dtype)
+    return F.cross_entropy(logits, targets, weight=weight, label_smoothing=label_smoothing)
+
+
+def hard_targets(targets: torch.Tensor) -> torch.Tensor:
+    """Class indices of index (B,) or probability (B, C) targets (the most likely class of a mixed image)."""
+    return targets.argmax(dim=1) if targets.ndim == 2 else targets
 
 
 def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
@@ -58,6 +103,8 @@ class ImageClassifier(L.LightningModule):
         scheduler: partial scheduler constructor called with ``optimizer``, ``total_steps`` and
             ``steps_per_epoch``; stepped after every optimizer step. None keeps the lr constant.
         label_smoothing: label smoothing of the training loss (validation/test loss is plain cross-entropy).
+        class_weights: per-class weights of the training loss (e.g. :func:`balanced_class_weights`); None
+            weighs every class equally. Validation/test losses are unweighted.
         channels_last: keep weights and input batches in channels-last memory format (faster convolutions).
         cfg: resolved run config (plain containers) saved in checkpoints to rebuild the model and data.
         class_names: class names in label order, saved in checkpoints.
@@ -69,6 +116,7 @@ class ImageClassifier(L.LightningModule):
         optimizer: Callable[..., Optimizer] | None = None,
         scheduler: Callable[..., LRScheduler] | None = None,
         label_smoothing: float = 0.1,
+        class_weights: Sequence[float] | torch.Tensor | None = None,
         channels_last: bool = True,
         cfg: dict[str, Any] | None = None,
         class_names: list[str] | None = None,
@@ -79,14 +127,24 @@ class ImageClassifier(L.LightningModule):
         num_classes = int(net.num_classes)
         if class_names is not None and len(class_names) != num_classes:
             raise UserInputError(f"Got {len(class_names)} class names for a network with {num_classes} classes.")
+        weights = None
+        if class_weights is not None:
+            weights = torch.as_tensor(class_weights, dtype=torch.float32).flatten()
+            if len(weights) != num_classes or not (torch.isfinite(weights).all() and (weights > 0).all()):
+                raise UserInputError(
+                    f"module.class_weights must be {num_classes} positive finite numbers, got {weights.tolist()}."
+                )
         # Only plain containers go into hparams/checkpoints, so `torch.load(weights_only=True)` can read them.
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "class_weights"], logger=False)
+        self.hparams["class_weights"] = None if weights is None else weights.tolist()
         self.hparams["num_classes"] = num_classes
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
         self.num_classes = num_classes
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self.train_criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.label_smoothing = label_smoothing
+        # Non-persistent: follows the module's device but stays out of state_dict (checkpoints hold `net.*` only).
+        self.register_buffer("class_weights", weights, persistent=False)
         self.train_metrics = classification_metrics(num_classes, "train/")
         self.val_metrics = classification_metrics(num_classes, "val/")
         self.test_metrics = classification_metrics(num_classes, "test/")
@@ -104,11 +162,15 @@ class ImageClassifier(L.LightningModule):
         # Sanity-check validation must not count towards the best accuracy.
         self.val_acc_best.reset()
 
+    def training_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Class-weighted, label-smoothed cross-entropy of index (B,) or probability (B, C) targets."""
+        return soft_target_cross_entropy(logits, targets, self.class_weights, self.label_smoothing)
+
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         images, targets = batch
         logits = self(self._images(images))
-        loss = self.train_criterion(logits, targets)
-        self.train_metrics.update(logits.detach().float(), targets)
+        loss = self.training_loss(logits, targets)
+        self.train_metrics.update(logits.detach().float(), hard_targets(targets))
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
         return loss

@@ -70,7 +70,7 @@ def test_train_defaults(make_cfg) -> None:
     assert cfg.ckpt_path is None and cfg.test is True and cfg.optimized_metric == "val/acc"
     assert cfg.task_name == "train" and cfg.trainer.precision == "32-true"
     assert cfg.callbacks.model_checkpoint.monitor == "val/acc" and cfg.callbacks.model_checkpoint.mode == "max"
-    assert cfg.callbacks.model_checkpoint.save_last is True
+    assert cfg.callbacks.last_checkpoint.filename == "last" and cfg.callbacks.last_checkpoint.monitor is None
 
 
 def test_paths_and_run_dirs(make_cfg, tmp_path: Path) -> None:
@@ -134,6 +134,8 @@ def _check_group(group: str, cfg, image_folder: Path) -> None:
         assert Path(node.output_dir).is_dir() and node.data_dir and node.log_dir
     elif group == "hydra":
         assert cfg.hydra.run.dir and cfg.hydra.sweep.dir
+    elif group == "hparams_search":  # a sweeper with a search space (tests/test_sweeps.py runs one)
+        assert hydra.utils.get_class(cfg.hydra.sweeper._target_) and cfg.hydra.sweeper.params and cfg.optimized_metric
     elif group == "experiment":
         for sub_group in ("data", "augmentation", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks"):
             _check_group(sub_group, cfg, image_folder)
@@ -153,8 +155,9 @@ def test_default_callbacks_and_logger(make_cfg) -> None:
     callbacks = instantiate_callbacks(cfg.callbacks)
     kinds = {type(callback).__name__ for callback in callbacks}
     assert {"ModelCheckpoint", "LearningRateMonitor", "RichProgressBar", "RichModelSummary"} <= kinds
-    checkpoint = next(c for c in callbacks if isinstance(c, ModelCheckpoint))
-    assert checkpoint.monitor == "val/acc" and checkpoint.mode == "max" and checkpoint.save_last
+    checkpoint, last = [c for c in callbacks if isinstance(c, ModelCheckpoint)]
+    assert checkpoint.monitor == "val/acc" and checkpoint.mode == "max"
+    assert last.monitor is None and last.filename == "last" and last.save_top_k == 1  # last.ckpt every epoch
     assert any(isinstance(c, LearningRateMonitor) for c in callbacks)
     (logger,) = instantiate_loggers(cfg.logger)
     assert isinstance(logger, TensorBoardLogger)
@@ -217,7 +220,9 @@ def test_module_hparams_are_plain(make_cfg) -> None:
         cfg=resolved_config(cfg),
         class_names=["a", "b", "c", "d"],
     )
-    assert set(module.hparams) == {"label_smoothing", "channels_last", "cfg", "class_names", "num_classes"}
+    assert set(module.hparams) == {
+        "label_smoothing", "class_weights", "channels_last", "cfg", "class_names", "num_classes"
+    }  # fmt: skip
     assert isinstance(module.hparams.cfg, dict) and "hydra" not in module.hparams.cfg
     assert module.hparams.cfg["model"]["name"] == "mobilevit_xxs"
     assert isinstance(module.optimizer_factory, functools.partial)

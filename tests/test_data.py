@@ -17,9 +17,12 @@ from mobilevit.data import (
     Flowers102DataModule,
     ImageFolderDataModule,
     SyntheticDataModule,
+    Augmentation,
     basic_augmentation,
     eval_transform,
     no_augmentation,
+    seed_augmentation,
+    strong_augmentation,
 )
 from mobilevit.data.synthetic import MANIFEST_NAME
 from mobilevit.errors import UserInputError
@@ -53,8 +56,11 @@ def _check_image_tensor(x: torch.Tensor, size: int) -> None:
         lambda: no_augmentation(32, crop_pct=0.875),
         lambda: basic_augmentation(32),
         lambda: basic_augmentation(32, scale=[0.5, 1.0], hflip_prob=1.0),
+        lambda: seed_augmentation(32),
+        lambda: strong_augmentation(32),
+        lambda: strong_augmentation(32, auto_augment="randaugment", random_erase_prob=1.0),
     ],
-    ids=["eval", "none", "basic", "basic-custom"],
+    ids=["eval", "none", "basic", "basic-custom", "seed", "strong", "strong-randaugment"],
 )
 def test_transforms_shape_dtype_range(make_transform) -> None:
     transform = make_transform()
@@ -246,6 +252,24 @@ def test_imagefolder_loads_and_keeps_train_label_order(tmp_path: Path) -> None:
     assert len(dm.test_dataloader().dataset) == 6  # split="val" serves val
 
 
+def test_class_counts_from_labels_without_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _make_image_folder(tmp_path / "folder", {"train": ["a", "b", "c"], "val": ["a"]}, per_class=3)
+    (tmp_path / "folder" / "train" / "b" / "img0.png").unlink()
+    synthetic = _synthetic(tmp_path / "synthetic", num_classes=3, train_per_class=4)
+    synthetic.prepare_data()
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("class_counts() decoded an image")
+
+    monkeypatch.setattr("torchvision.datasets.folder.pil_loader", no_decoding)
+    folder = ImageFolderDataModule(tmp_path / "folder", num_workers=0)
+    counts = folder.class_counts()
+    assert counts.dtype == torch.int64 and counts.tolist() == [3, 2, 3]
+    assert synthetic.class_counts().tolist() == [4, 4, 4]
+    multiscale = ImageFolderDataModule(tmp_path / "folder", num_workers=0, multiscale=True, image_size=32)
+    assert multiscale.class_counts().tolist() == [3, 2, 3]  # through the multi-scale dataset wrapper
+
+
 def test_imagefolder_errors(tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match="not a folder"):
         ImageFolderDataModule(tmp_path / "nope")
@@ -334,7 +358,7 @@ def test_flowers102_real_official_splits() -> None:
 def _config(data: str, augmentation: str, data_dir: Path, **data_overrides):
     cfg = OmegaConf.create(
         {
-            "paths": {"data_dir": str(data_dir)},
+            "paths": {"data_dir": str(data_dir), "output_dir": str(data_dir / "run")},
             "data": OmegaConf.load(CONFIGS / "data" / f"{data}.yaml"),
             "augmentation": OmegaConf.load(CONFIGS / "augmentation" / f"{augmentation}.yaml"),
         }
@@ -343,22 +367,43 @@ def _config(data: str, augmentation: str, data_dir: Path, **data_overrides):
     return cfg
 
 
-@pytest.mark.parametrize("augmentation", ["none", "basic"])
+@pytest.mark.parametrize("augmentation", ["none", "basic", "seed", "strong"])
 def test_configs_instantiate(tmp_path: Path, augmentation: str) -> None:
     cfg = _config("synthetic", augmentation, tmp_path, num_workers=0)
-    transform = instantiate(cfg.augmentation)
-    _check_image_tensor(transform(Image.new("RGB", (70, 90))), cfg.data.image_size)
-    dm = instantiate(cfg.data, train_transform=transform)
-    assert isinstance(dm, SyntheticDataModule) and dm.train_transform is transform
+    preset = instantiate(cfg.augmentation)
+    assert isinstance(preset, Augmentation)
+    _check_image_tensor(preset(Image.new("RGB", (70, 90))), cfg.data.image_size)
+    assert (preset.batch is not None) == (augmentation == "strong")
+    dm = instantiate(cfg.data, augmentation=preset)
+    assert isinstance(dm, SyntheticDataModule) and dm.augmentation is preset and dm.train_transform is preset.image
     assert dm.root == tmp_path / "synthetic" and dm.num_classes == 6
+    assert not dm.multiscale and not dm.uses_custom_sampler and dm.multiscale_seed == 0  # no root `seed` key here
 
     flowers = instantiate(_config("flowers102", augmentation, tmp_path).data)
     assert isinstance(flowers, Flowers102DataModule)
     assert flowers.root == tmp_path / "flowers102" and flowers.image_size == 256 and flowers.download
     assert flowers.split == "test" and flowers.crop_pct == 0.9 and flowers.batch_size == 64
+    assert flowers.split_protocol == "official" and flowers.split_seed == 0
+    assert flowers.stratified_sizes == {"train": 6500, "val": 689, "test": 1000}
+    assert flowers.split_dir == tmp_path / "run"
 
     folder_cfg = _config("imagefolder", augmentation, tmp_path)
     assert OmegaConf.is_missing(folder_cfg.data, "root")
     _make_image_folder(tmp_path / "mine", {"train": ["x", "y"], "val": ["x", "y"]})
     folder_cfg.data.root = str(tmp_path / "mine")
     assert instantiate(folder_cfg.data).class_names == ["x", "y"]
+
+
+def test_data_configs_multiscale_keys(tmp_path: Path) -> None:
+    """The multi-scale keys of every data yaml reach the module; the seed follows the run's ``seed``."""
+    _make_image_folder(tmp_path / "mine", {"train": ["x", "y"], "val": ["x", "y"]})
+    for data in ("flowers102", "imagefolder", "synthetic"):
+        cfg = _config(data, "basic", tmp_path, multiscale=True, root=str(tmp_path / "mine"))
+        cfg.seed = 7
+        dm = instantiate(cfg.data, augmentation=instantiate(cfg.augmentation))
+        assert dm.multiscale and dm.uses_custom_sampler and dm.multiscale_seed == 7
+        factors = [0.625, 0.75, 1.0, 1.125, 1.25]
+        expected = sorted({max(32, int(f * dm.image_size / 32 + 0.5) * 32) for f in factors})
+        assert dm.multiscale_sizes == expected
+        cfg.data.multiscale_sizes = [96, 64]
+        assert instantiate(cfg.data).multiscale_sizes == [64, 96]

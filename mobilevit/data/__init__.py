@@ -1,25 +1,45 @@
-"""Data modules and transforms for image classification.
+"""Data modules, transforms, augmentation presets, multi-scale sampling and split protocols.
 
 Data modules (all LightningDataModules sharing the arguments of ImageClassificationDataModule):
-Flowers102DataModule (official Oxford Flowers-102 splits), ImageFolderDataModule
+Flowers102DataModule (official or seeded stratified Oxford Flowers-102 splits), ImageFolderDataModule
 (``<root>/{train,val[,test]}/<class>/*``) and SyntheticDataModule (generated shapes dataset).
+Augmentation presets (``none``, ``basic``, ``seed``, ``strong``) build an :class:`Augmentation`.
 """
 
 from mobilevit.data.base import EVAL_SPLITS, SPLITS, ImageClassificationDataModule
-from mobilevit.data.flowers102 import FLOWERS102_CLASSES, Flowers102DataModule
+from mobilevit.data.flowers102 import FLOWERS102_CLASSES, SPLIT_PROTOCOLS, Flowers102DataModule
 from mobilevit.data.imagefolder import ImageFolderDataModule
+from mobilevit.data.sampler import MultiScaleBatchSampler, MultiScaleDataset, default_multiscale_sizes
+from mobilevit.data.splits import stratified_split
 from mobilevit.data.synthetic import SyntheticDataModule
-from mobilevit.data.transforms import basic_augmentation, eval_transform, no_augmentation
+from mobilevit.data.transforms import (
+    Augmentation,
+    MixUpCutMix,
+    basic_augmentation,
+    eval_transform,
+    no_augmentation,
+    seed_augmentation,
+    strong_augmentation,
+)
 
 __all__ = [
     "EVAL_SPLITS",
     "FLOWERS102_CLASSES",
     "SPLITS",
+    "SPLIT_PROTOCOLS",
+    "Augmentation",
     "Flowers102DataModule",
     "ImageClassificationDataModule",
     "ImageFolderDataModule",
+    "MixUpCutMix",
+    "MultiScaleBatchSampler",
+    "MultiScaleDataset",
     "SyntheticDataModule",
     "basic_augmentation",
+    "default_multiscale_sizes",
     "eval_transform",
     "no_augmentation",
+    "seed_augmentation",
+    "strong_augmentation",
+    "stratified_split",
 ]

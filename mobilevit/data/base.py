@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from mobilevit.data.transforms import eval_transform
+from mobilevit.data.sampler import MultiScaleBatchSampler, MultiScaleDataset, resolve_multiscale_sizes
+from mobilevit.data.transforms import Augmentation, BatchTransform, BatchTransformCollate, eval_transform
 from mobilevit.errors import UserInputError
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -39,14 +42,20 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
     Args:
         root: dataset folder.
         image_size: side length of the square images fed to the model.
-        batch_size: images per batch.
+        batch_size: images per batch (per process under DDP; with multi-scale, at ``image_size``).
         num_workers: dataloader worker processes (0 = load in the main process).
         pin_memory: pin host memory for faster GPU transfer (only used when CUDA is available).
         persistent_workers: keep workers alive between epochs (only effective if num_workers > 0).
         split: split served by ``test_dataloader()``: "test" or "val".
         crop_pct: evaluation resize ratio; images are resized to image_size / crop_pct, then
             center-cropped.
-        train_transform: transform for training images; None uses the evaluation transform.
+        augmentation: training augmentation preset (per-image transform and optional batch transform,
+            e.g. MixUp/CutMix); None trains on evaluation-transformed images.
+        multiscale: train with variable resolution and batch size (see :mod:`mobilevit.data.sampler`);
+            validation and test stay at ``image_size``.
+        multiscale_sizes: training resolutions; None derives them from ``image_size``
+            (256 -> 160, 192, 256, 288, 320).
+        multiscale_seed: seed of the multi-scale index shuffle and resolution order (same on all ranks).
     """
 
     def __init__(
@@ -59,7 +68,10 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         persistent_workers: bool = True,
         split: str = "test",
         crop_pct: float = 0.9,
-        train_transform: Transform | None = None,
+        augmentation: Augmentation | None = None,
+        multiscale: bool = False,
+        multiscale_sizes: Sequence[int] | None = None,
+        multiscale_seed: int | None = 0,
     ) -> None:
         super().__init__()
         if root is None or str(root) in ("", "???"):
@@ -68,6 +80,11 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
             )
         if split not in EVAL_SPLITS:
             raise UserInputError(f"data.split must be one of {list(EVAL_SPLITS)}, got {split!r}.")
+        if augmentation is not None and not isinstance(augmentation, Augmentation):
+            raise UserInputError(
+                f"augmentation must be a configs/augmentation preset (mobilevit.data.transforms.Augmentation), "
+                f"got {type(augmentation).__name__}."
+            )
         require_int(batch_size, "data.batch_size", 1)
         require_int(num_workers, "data.num_workers", 0)
         self.root = Path(root).expanduser()
@@ -79,9 +96,16 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         self.split = split
         self.crop_pct = crop_pct
         self.eval_transform: Transform = eval_transform(image_size, crop_pct)
-        self.train_transform: Transform = (
-            train_transform if train_transform is not None else self.eval_transform
+        self.augmentation = augmentation
+        self.train_transform: Transform = augmentation.image if augmentation is not None else self.eval_transform
+        self.multiscale = bool(multiscale)
+        self.multiscale_sizes: list[int] = (
+            resolve_multiscale_sizes(image_size, multiscale_sizes) if self.multiscale else []
         )
+        seed = 0 if multiscale_seed is None else multiscale_seed
+        self.multiscale_seed = require_int(seed, "data.multiscale_seed", 0)
+        if self.multiscale and augmentation is not None:
+            augmentation.at_size(image_size)  # fails early for a preset that cannot change size
         self.class_names: list[str] = []
         self._datasets: dict[str, Dataset] = {}
 
@@ -90,21 +114,51 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         """Number of classes (length of ``class_names``)."""
         return len(self.class_names)
 
+    @property
+    def uses_custom_sampler(self) -> bool:
+        """Whether this module shards its dataloaders itself (multi-scale): build the Trainer with
+        ``use_distributed_sampler=False`` then."""
+        return self.multiscale
+
     @abstractmethod
-    def _make_dataset(self, split: str, transform: Transform) -> Dataset:
-        """Build the dataset of one split ("train", "val" or "test")."""
+    def _make_dataset(self, split: str, transform: Transform | None) -> Dataset:
+        """Build the dataset of one split ("train", "val" or "test"); ``transform=None``: raw images."""
+
+    def _labels(self, split: str) -> Sequence[int]:
+        """Labels of ``split`` in dataset order, without decoding images (default: the dataset's ``targets``)."""
+        dataset = self.dataset(split)
+        if isinstance(dataset, MultiScaleDataset):
+            dataset = dataset.dataset
+        return dataset.targets  # type: ignore[attr-defined]
+
+    def class_counts(self) -> torch.Tensor:
+        """Images per class in the training split: int64 tensor (num_classes,), from labels only."""
+        labels = torch.as_tensor(list(self._labels("train")), dtype=torch.int64)
+        return torch.bincount(labels, minlength=self.num_classes)
 
     def _check_split(self, split: str) -> str:
         if split not in SPLITS:
             raise UserInputError(f"Unknown split {split!r}; valid splits: {list(SPLITS)}.")
         return split
 
+    def _train_transform_at(self) -> Callable[[int], Transform]:
+        """``size -> training transform`` for multi-scale (picklable for dataloader workers)."""
+        if self.augmentation is not None:
+            return self.augmentation.at_size
+        return functools.partial(eval_transform, crop_pct=self.crop_pct)
+
     def dataset(self, split: str) -> Dataset:
-        """The dataset of ``split`` (built once, then cached); training split uses the train transform."""
+        """The dataset of ``split`` (built once, then cached); training split uses the train transform.
+
+        With multi-scale, the training dataset is a :class:`MultiScaleDataset` indexed by (index, size).
+        """
         self._check_split(split)
         if split not in self._datasets:
-            transform = self.train_transform if split == "train" else self.eval_transform
-            self._datasets[split] = self._make_dataset(split, transform)
+            if split == "train" and self.multiscale:
+                dataset = MultiScaleDataset(self._make_dataset(split, None), self._train_transform_at())
+            else:
+                dataset = self._make_dataset(split, self.train_transform if split == "train" else self.eval_transform)
+            self._datasets[split] = dataset
         return self._datasets[split]
 
     def setup(self, stage: str | None = None) -> None:
@@ -119,21 +173,58 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         for split in needed:
             self.dataset(split)
 
+    def replicas(self) -> tuple[int, int]:
+        """(world size, global rank) of the attached Trainer, else of torch.distributed, else (1, 0)."""
+        if self.trainer is not None:
+            return self.trainer.world_size, self.trainer.global_rank
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_world_size(), dist.get_rank()
+        return 1, 0
+
+    @functools.cached_property
+    def batch_transform(self) -> BatchTransform | None:
+        """The augmentation's batch transform bound to this dataset's class count (None without one)."""
+        if self.augmentation is None or self.augmentation.batch is None:
+            return None
+        return self.augmentation.batch(self.num_classes)
+
     def dataloader(self, split: str, shuffle: bool | None = None) -> DataLoader:
-        """DataLoader over ``split``; shuffles only the training split unless ``shuffle`` says otherwise."""
+        """DataLoader over ``split``; shuffles only the training split unless ``shuffle`` says otherwise.
+
+        Training batches go through the augmentation's batch transform (if any). With multi-scale the
+        training loader uses :class:`MultiScaleBatchSampler`, and every loader is sharded across DDP ranks
+        here (Lightning's sampler injection is off, see :attr:`uses_custom_sampler`).
+        """
         dataset = self.dataset(split)
         is_train = split == "train"
         shuffle = is_train if shuffle is None else shuffle
-        # A final training batch of one sample breaks BatchNorm in train mode: drop it.
-        drop_last = is_train and len(dataset) > self.batch_size and len(dataset) % self.batch_size == 1
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            drop_last=drop_last,
+        options: dict[str, Any] = dict(
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.persistent_workers and self.num_workers > 0,
+            collate_fn=BatchTransformCollate(self.batch_transform) if is_train and self.batch_transform else None,
+        )
+        sampler = None
+        world_size, rank = self.replicas()
+        if self.uses_custom_sampler and (is_train or world_size > 1):
+            sampler = DistributedSampler(
+                dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=self.multiscale_seed
+            )
+            if is_train:
+                batch_sampler = MultiScaleBatchSampler(
+                    sampler, self.multiscale_sizes, self.image_size, self.batch_size, seed=self.multiscale_seed
+                )
+                return DataLoader(dataset, batch_sampler=batch_sampler, **options)
+        num_samples = len(sampler) if sampler is not None else len(dataset)
+        # A final training batch of one sample breaks BatchNorm in train mode: drop it.
+        drop_last = is_train and num_samples > self.batch_size and num_samples % self.batch_size == 1
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle if sampler is None else None,
+            sampler=sampler,
+            drop_last=drop_last,
+            **options,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -151,9 +242,10 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
 
     def __repr__(self) -> str:
         # Cheap summary; LightningDataModule.__str__ would build every dataloader.
+        scales = f", multiscale_sizes={self.multiscale_sizes}" if self.multiscale else ""
         return (
             f"{type(self).__name__}(root={str(self.root)!r}, num_classes={self.num_classes}, "
-            f"image_size={self.image_size}, batch_size={self.batch_size}, split={self.split!r})"
+            f"image_size={self.image_size}, batch_size={self.batch_size}, split={self.split!r}{scales})"
         )
 
     __str__ = __repr__

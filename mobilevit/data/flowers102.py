@@ -1,12 +1,20 @@
-"""Oxford Flowers-102 data module with the official train/val/test splits."""
+"""Oxford Flowers-102 data module: official splits, or a seeded class-stratified split of all 8189 images."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+from scipy.io import loadmat
+from torch.utils.data import Dataset
 from torchvision.datasets import Flowers102
+from torchvision.datasets.folder import default_loader
 
-from mobilevit.data.base import ImageClassificationDataModule, Transform
+from mobilevit.data.base import SPLITS, ImageClassificationDataModule, Transform, require_int
+from mobilevit.data.splits import stratified_split, write_split_json
 from mobilevit.errors import UserInputError
 
 # The 102 category names in label order 0..101 (the standard Oxford-102 names list).
@@ -38,13 +46,64 @@ FLOWERS102_URL: str = getattr(
 )
 
 
+SPLIT_PROTOCOLS: tuple[str, ...] = ("official", "stratified")  # data.split_protocol
+# Keys of the official split ids in setid.mat.
+OFFICIAL_SET_IDS: dict[str, str] = {"train": "trnid", "val": "valid", "test": "tstid"}
+DEFAULT_STRATIFIED_SIZES: dict[str, int] = {"train": 6500, "val": 689, "test": 1000}
+
+
+class ImageList(Dataset):
+    """Images read from ``files`` (PIL, RGB) with integer ``targets``; ``transform`` applied if given."""
+
+    def __init__(self, files: Sequence[Path], targets: Sequence[int], transform: Transform | None = None) -> None:
+        self.files = list(files)
+        self.targets = list(targets)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        image = default_loader(str(self.files[index]))
+        return (self.transform(image) if self.transform is not None else image), self.targets[index]
+
+
+def _check_sizes(sizes: Mapping[str, int] | None) -> dict[str, int]:
+    if sizes is None:
+        return dict(DEFAULT_STRATIFIED_SIZES)
+    valid = isinstance(sizes, Mapping) and set(sizes) == set(SPLITS)
+    if valid:
+        for split in SPLITS:
+            require_int(sizes[split], f"data.stratified_sizes.{split}", 1)
+    else:
+        raise UserInputError(
+            f"data.stratified_sizes must map train, val and test to image counts "
+            f"(default {DEFAULT_STRATIFIED_SIZES}), got {sizes!r}."
+        )
+    return {split: int(sizes[split]) for split in SPLITS}
+
+
 class Flowers102DataModule(ImageClassificationDataModule):
-    """Oxford Flowers-102 (102 classes; official splits train 1020 / val 1020 / test 6149),
-    read with ``torchvision.datasets.Flowers102`` from ``<root>/flowers-102/``.
+    """Oxford Flowers-102 (102 classes, 8189 images) read from ``<root>/flowers-102/``.
+
+    Split protocols (``split_protocol``):
+
+    * ``official``: the dataset's own splits from ``setid.mat``: train 1020 / val 1020 / test 6149.
+    * ``stratified``: all 8189 images split by :func:`mobilevit.data.splits.stratified_split` with
+      ``split_seed`` into ``stratified_sizes`` (default 6500 / 689 / 1000), every class in every split
+      in proportion to its size; the same split on every machine for a given seed.
+
+    Labels and splits come from ``imagelabels.mat`` / ``setid.mat`` only (no image decoding). When
+    ``split_dir`` is set, ``setup("fit")`` writes the split (protocol, seed, image file names per split)
+    to ``<split_dir>/split.json`` (on global rank 0).
 
     Args:
         root: folder that contains ``flowers-102/``.
         download: download the dataset in ``prepare_data()`` when it is missing.
+        split_protocol: "official" or "stratified".
+        split_seed: seed of the stratified split.
+        stratified_sizes: images per split for the stratified protocol: {train: n, val: n, test: n}.
+        split_dir: folder to write ``split.json`` into (e.g. the run directory); None writes nothing.
         Other arguments: see :class:`ImageClassificationDataModule`.
     """
 
@@ -52,27 +111,22 @@ class Flowers102DataModule(ImageClassificationDataModule):
         self,
         root: str | Path,
         download: bool = True,
-        image_size: int = 256,
-        batch_size: int = 64,
-        num_workers: int = 4,
-        pin_memory: bool = True,
-        persistent_workers: bool = True,
-        split: str = "test",
-        crop_pct: float = 0.9,
-        train_transform: Transform | None = None,
+        split_protocol: str = "official",
+        split_seed: int = 0,
+        stratified_sizes: Mapping[str, int] | None = None,
+        split_dir: str | Path | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            root,
-            image_size=image_size,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
-            split=split,
-            crop_pct=crop_pct,
-            train_transform=train_transform,
-        )
+        super().__init__(root, **kwargs)
+        if split_protocol not in SPLIT_PROTOCOLS:
+            raise UserInputError(
+                f"data.split_protocol must be one of {list(SPLIT_PROTOCOLS)}, got {split_protocol!r}."
+            )
         self.download = bool(download)
+        self.split_protocol = split_protocol
+        self.split_seed = require_int(split_seed, "data.split_seed", 0)
+        self.stratified_sizes = _check_sizes(stratified_sizes)
+        self.split_dir = Path(split_dir).expanduser() if split_dir not in (None, "") else None
         self.class_names = list(FLOWERS102_CLASSES)
 
     @property
@@ -112,12 +166,51 @@ class Flowers102DataModule(ImageClassificationDataModule):
                 self._missing_message(f"the download failed ({type(error).__name__}: {error}).")
             ) from error
 
-    def _make_dataset(self, split: str, transform: Transform) -> Flowers102:
+    @functools.cached_property
+    def all_labels(self) -> np.ndarray:
+        """Label (0..101) of every image; ``all_labels[id - 1]`` is image ``id``'s."""
+        return self._read_mat("imagelabels.mat", "labels").astype(np.int64) - 1
+
+    @functools.cached_property
+    def split_image_ids(self) -> dict[str, np.ndarray]:
+        """Image ids (1-based, as in the file names) of train, val and test under ``split_protocol``."""
+        if self.split_protocol == "official":
+            return {split: self._read_mat("setid.mat", key).astype(np.int64) for split, key in OFFICIAL_SET_IDS.items()}
+        positions = stratified_split(self.all_labels, self.stratified_sizes, self.split_seed)
+        return {split: positions[split] + 1 for split in SPLITS}
+
+    def _read_mat(self, name: str, key: str) -> np.ndarray:
         if not self.files_present():
             raise UserInputError(self._missing_message("the files are missing (did prepare_data() run?)."))
         try:
-            return Flowers102(str(self.root), split=split, transform=transform, download=False)
-        except RuntimeError as error:  # torchvision's checksum check of the .mat files failed
-            raise UserInputError(
-                self._missing_message(f"imagelabels.mat or setid.mat is corrupted ({error}).")
-            ) from error
+            return np.asarray(loadmat(self.base_folder / name)[key]).reshape(-1)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise UserInputError(self._missing_message(f"{name} is unreadable or corrupted ({error}).")) from error
+
+    def image_file(self, image_id: int) -> Path:
+        return self.base_folder / "jpg" / f"image_{int(image_id):05d}.jpg"
+
+    def _labels(self, split: str) -> list[int]:
+        return self.all_labels[self.split_image_ids[self._check_split(split)] - 1].tolist()
+
+    def _make_dataset(self, split: str, transform: Transform | None) -> ImageList:
+        files = [self.image_file(image_id) for image_id in self.split_image_ids[split]]
+        return ImageList(files, self._labels(split), transform)
+
+    def write_split(self, folder: str | Path) -> Path:
+        """Write ``<folder>/split.json``: protocol, seed, sizes and image file names of every split."""
+        files = {split: [self.image_file(i).name for i in ids] for split, ids in self.split_image_ids.items()}
+        stratified = self.split_protocol == "stratified"
+        return write_split_json(
+            folder,
+            files,
+            dataset="flowers102",
+            protocol=self.split_protocol,
+            seed=self.split_seed if stratified else None,
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
+        is_global_zero = self.trainer is None or self.trainer.is_global_zero
+        if self.split_dir is not None and stage in ("fit", None) and is_global_zero:
+            self.write_split(self.split_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
@@ -34,29 +35,8 @@ class ImageFolderDataModule(ImageClassificationDataModule):
     folder names. Other arguments: see :class:`ImageClassificationDataModule`.
     """
 
-    def __init__(
-        self,
-        root: str | Path,
-        image_size: int = 256,
-        batch_size: int = 64,
-        num_workers: int = 4,
-        pin_memory: bool = True,
-        persistent_workers: bool = True,
-        split: str = "test",
-        crop_pct: float = 0.9,
-        train_transform: Transform | None = None,
-    ) -> None:
-        super().__init__(
-            root,
-            image_size=image_size,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
-            split=split,
-            crop_pct=crop_pct,
-            train_transform=train_transform,
-        )
+    def __init__(self, root: str | Path, **kwargs: Any) -> None:
+        super().__init__(root, **kwargs)
         self.class_names = self._discover_classes()
 
     def _layout_hint(self) -> str:
@@ -95,7 +75,7 @@ class ImageFolderDataModule(ImageClassificationDataModule):
                 f"Every val/test class must also be a train class (train classes: {classes})."
             )
 
-    def _make_dataset(self, split: str, transform: Transform) -> ClassListImageFolder:
+    def _make_dataset(self, split: str, transform: Transform | None) -> ClassListImageFolder:
         folder = self._split_folder(split)
         if split != "train":
             self._check_known_classes(split, self.class_names)

@@ -13,6 +13,7 @@ import math
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -24,6 +25,14 @@ from mobilevit.errors import UserInputError
 MANIFEST_NAME = "manifest.json"  # written last: its presence means the dataset is complete
 OWNER_MARKER_NAME = ".synthetic-dataset"  # written first and kept: train/val/test here are ours
 GENERATOR_VERSION = 1
+# Data module defaults suited to this small dataset (override any of them).
+SMALL_DATA_DEFAULTS: dict[str, Any] = {
+    "image_size": 64,
+    "batch_size": 32,
+    "num_workers": 0,
+    "pin_memory": False,
+    "persistent_workers": False,
+}
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1
 
@@ -139,7 +148,7 @@ class SyntheticDataModule(ImageFolderDataModule):
         train_per_class, val_per_class, test_per_class: images per class in each split.
         source_size: side length in pixels of the generated images.
         seed: random seed; the same arguments always produce the same images.
-        Other arguments: see :class:`ImageClassificationDataModule`.
+        Other arguments: see :class:`ImageClassificationDataModule` (defaults: ``SMALL_DATA_DEFAULTS``).
     """
 
     def __init__(
@@ -151,14 +160,7 @@ class SyntheticDataModule(ImageFolderDataModule):
         test_per_class: int = 25,
         source_size: int = 64,
         seed: int = 0,
-        image_size: int = 64,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        split: str = "test",
-        crop_pct: float = 0.9,
-        train_transform: Transform | None = None,
+        **kwargs: Any,
     ) -> None:
         require_int(num_classes, "data.num_classes", 2, MAX_CLASSES)
         require_int(train_per_class, "data.train_per_class", 1)
@@ -169,17 +171,7 @@ class SyntheticDataModule(ImageFolderDataModule):
         self.per_class = {"train": train_per_class, "val": val_per_class, "test": test_per_class}
         self.source_size = source_size
         self.seed = int(seed)
-        super().__init__(
-            root,
-            image_size=image_size,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
-            split=split,
-            crop_pct=crop_pct,
-            train_transform=train_transform,
-        )
+        super().__init__(root, **{**SMALL_DATA_DEFAULTS, **kwargs})
 
     def _discover_classes(self) -> list[str]:
         # Same order ImageFolder gives the generated folders: sorted names.
@@ -237,7 +229,7 @@ class SyntheticDataModule(ImageFolderDataModule):
             self.prepare_data()
         super().setup(stage)
 
-    def _make_dataset(self, split: str, transform: Transform):
+    def _make_dataset(self, split: str, transform: Transform | None):
         if not self.is_generated():
             self.prepare_data()
         found = list_class_folders(self.root / split)

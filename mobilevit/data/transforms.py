@@ -1,31 +1,59 @@
-"""Image transforms built from ``torchvision.transforms.v2``.
+"""Image transforms and training augmentation presets built from ``torchvision.transforms.v2``.
 
-Every transform takes a PIL image (any mode: grayscale, RGBA, CMYK, palette ... is converted
-to RGB) or a uint8 tensor (C, H, W) with 1 or 3 channels, and returns a plain float32 tensor
-(3, image_size, image_size) with values in [0, 1]. There is no mean/std normalisation: the
-MobileViT reference pipeline feeds [0, 1] images to the network.
+Every per-image transform takes a PIL image (any mode: grayscale, RGBA, CMYK, palette ... is
+converted to RGB) or a uint8 tensor (C, H, W) with 1 or 3 channels, and returns a plain float32
+tensor (3, S, S) with values in [0, 1]. There is no mean/std normalisation: the MobileViT
+reference pipeline feeds [0, 1] images to the network.
 
-Geometric ops run before the conversion to float, so on uint8 / PIL data bicubic overshoot
-is clamped and the output stays in [0, 1].
+Geometric and colour ops run before the conversion to float, so on uint8 / PIL data bicubic
+overshoot is clamped and the output stays in [0, 1].
+
+Each ``configs/augmentation/*.yaml`` builds an :class:`Augmentation` with one of the preset
+functions below (``none``, ``basic``, ``seed``, ``strong``).
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
+from torch.utils.data import default_collate
 from torchvision.transforms import v2
 
 from mobilevit.errors import UserInputError
 
-__all__ = ["basic_augmentation", "eval_resize_size", "eval_transform", "no_augmentation"]
+__all__ = [
+    "AUTO_AUGMENT",
+    "Augmentation",
+    "BatchTransform",
+    "BatchTransformCollate",
+    "ImageTransform",
+    "MixUpCutMix",
+    "basic_augmentation",
+    "eval_resize_size",
+    "eval_transform",
+    "no_augmentation",
+    "seed_augmentation",
+    "strong_augmentation",
+]
+
+ImageTransform = Callable[[Any], torch.Tensor]
+# (images (B, 3, H, W) float, targets (B,) int64) -> (images, targets (B, num_classes) float probabilities)
+BatchTransform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 _INTERPOLATIONS = {
     "nearest": v2.InterpolationMode.NEAREST,
     "bilinear": v2.InterpolationMode.BILINEAR,
     "bicubic": v2.InterpolationMode.BICUBIC,
 }
+AUTO_AUGMENT: tuple[str, ...] = ("trivialaugment", "randaugment", "none")  # augmentation.auto_augment
+
+
+# ----------------------------------------------------------------------------- argument checks
 
 
 def _check_image_size(image_size: int) -> int:
@@ -43,9 +71,39 @@ def _interpolation(name: str) -> v2.InterpolationMode:
         ) from None
 
 
+def _probability(value: float, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise UserInputError(f"{key} must be a number in [0, 1], got {value!r}.")
+    return float(value)
+
+
+def _non_negative(value: float, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0.0:
+        raise UserInputError(f"{key} must be a number >= 0, got {value!r}.")
+    return float(value)
+
+
+def _range(
+    values: Sequence[float], key: str, low: float, high: float, include_low: bool = False
+) -> tuple[float, float]:
+    """``values`` as a (min, max) pair with ``low < min <= max <= high`` (``low <= min`` if include_low)."""
+    try:
+        pair = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        pair = ()
+    above_low = len(pair) == 2 and (pair[0] >= low if include_low else pair[0] > low)
+    if not above_low or not pair[0] <= pair[1] <= high:
+        bound = f"{low} <= min" if include_low else f"{low} < min"
+        raise UserInputError(f"{key} must be [min, max] with {bound} <= max <= {high}, got {values!r}.")
+    return pair  # type: ignore[return-value]
+
+
 def _to_float_tensor() -> list[v2.Transform]:
     # uint8 -> float32 in [0, 1]; ToPureTensor drops the tv_tensors.Image subclass.
     return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.ToPureTensor()]
+
+
+# ----------------------------------------------------------------------------- per-image transforms
 
 
 def eval_resize_size(image_size: int, crop_pct: float = 0.9) -> int:
@@ -78,9 +136,251 @@ def eval_transform(
     )
 
 
-def no_augmentation(image_size: int, crop_pct: float = 0.9) -> v2.Compose:
-    """The ``none`` augmentation preset: training images get the evaluation transform."""
-    return eval_transform(image_size, crop_pct)
+def _random_resized_crop(
+    image_size: int, scale: Sequence[float], ratio: Sequence[float], interpolation: str
+) -> v2.RandomResizedCrop:
+    return v2.RandomResizedCrop(
+        _check_image_size(image_size),
+        scale=_range(scale, "augmentation.scale", 0.0, 1.0),
+        ratio=_range(ratio, "augmentation.ratio", 0.0, math.inf),
+        interpolation=_interpolation(interpolation),
+        antialias=True,
+    )
+
+
+def basic_transform(
+    image_size: int,
+    scale: Sequence[float] = (0.08, 1.0),
+    hflip_prob: float = 0.5,
+    ratio: Sequence[float] = (3.0 / 4.0, 4.0 / 3.0),
+    interpolation: str = "bilinear",
+) -> v2.Compose:
+    """Random resized crop + random horizontal flip (the ``basic`` preset's image transform)."""
+    return v2.Compose(
+        [
+            v2.RGB(),
+            _random_resized_crop(image_size, scale, ratio, interpolation),
+            v2.RandomHorizontalFlip(p=_probability(hflip_prob, "augmentation.hflip_prob")),
+            *_to_float_tensor(),
+        ]
+    )
+
+
+def seed_transform(
+    image_size: int,
+    rescale: Sequence[float] = (1.0, 1.25),
+    hflip_prob: float = 0.5,
+    vflip_prob: float = 0.5,
+    brightness: float = 0.1,
+    contrast: Sequence[float] = (0.9, 1.1),
+    saturation: Sequence[float] = (0.95, 1.05),
+    hue: float = 0.05,
+    interpolation: str = "bilinear",
+) -> v2.Compose:
+    """Rescale the shorter side to a random ``rescale`` x image_size, random crop, flips, colour jitter
+    (the ``seed`` preset's image transform)."""
+    _check_image_size(image_size)
+    low, high = _range(rescale, "augmentation.rescale", 1.0, 4.0, include_low=True)
+    if not 0.0 <= float(hue) <= 0.5:
+        raise UserInputError(f"augmentation.hue must be in [0, 0.5], got {hue!r}.")
+    return v2.Compose(
+        [
+            v2.RGB(),
+            # Shorter side to a random integer in [low, high] x image_size (max_size is exclusive).
+            v2.RandomResize(
+                math.ceil(low * image_size),
+                math.floor(high * image_size) + 1,
+                interpolation=_interpolation(interpolation),
+                antialias=True,
+            ),
+            v2.RandomCrop(image_size),
+            v2.RandomHorizontalFlip(p=_probability(hflip_prob, "augmentation.hflip_prob")),
+            v2.RandomVerticalFlip(p=_probability(vflip_prob, "augmentation.vflip_prob")),
+            v2.ColorJitter(
+                brightness=_non_negative(brightness, "augmentation.brightness"),
+                contrast=_range(contrast, "augmentation.contrast", 0.0, math.inf, include_low=True),
+                saturation=_range(saturation, "augmentation.saturation", 0.0, math.inf, include_low=True),
+                hue=float(hue),
+            ),
+            *_to_float_tensor(),
+        ]
+    )
+
+
+def strong_transform(
+    image_size: int,
+    scale: Sequence[float] = (0.08, 1.0),
+    ratio: Sequence[float] = (3.0 / 4.0, 4.0 / 3.0),
+    hflip_prob: float = 0.5,
+    interpolation: str = "bilinear",
+    auto_augment: str = "trivialaugment",
+    randaugment_num_ops: int = 2,
+    randaugment_magnitude: int = 9,
+    random_erase_prob: float = 0.25,
+) -> v2.Compose:
+    """Random resized crop, flip, TrivialAugmentWide or RandAugment (on uint8), RandomErasing (on the
+    float tensor): the ``strong`` preset's image transform."""
+    if auto_augment == "trivialaugment":
+        policy = [v2.TrivialAugmentWide(interpolation=_interpolation(interpolation))]
+    elif auto_augment == "randaugment":
+        policy = [
+            v2.RandAugment(
+                num_ops=int(randaugment_num_ops),
+                magnitude=int(randaugment_magnitude),
+                interpolation=_interpolation(interpolation),
+            )
+        ]
+    elif auto_augment in ("none", None):
+        policy = []
+    else:
+        raise UserInputError(f"augmentation.auto_augment must be one of {list(AUTO_AUGMENT)}, got {auto_augment!r}.")
+    return v2.Compose(
+        [
+            v2.RGB(),
+            _random_resized_crop(image_size, scale, ratio, interpolation),
+            v2.RandomHorizontalFlip(p=_probability(hflip_prob, "augmentation.hflip_prob")),
+            v2.ToImage(),  # uint8 tensor: the auto-augment policies are defined on [0, 255]
+            *policy,
+            v2.ToDtype(torch.float32, scale=True),
+            # Erased pixels become 0 (black), so the output stays in [0, 1].
+            v2.RandomErasing(p=_probability(random_erase_prob, "augmentation.random_erase_prob"), value=0.0),
+            v2.ToPureTensor(),
+        ]
+    )
+
+
+# ----------------------------------------------------------------------------- batch transforms
+
+
+class MixUpOrCutMix:
+    """Batch transform: with probability ``prob`` mixes the batch with MixUp or CutMix (picked at random
+    per batch, CutMix with probability ``cutmix_prob``); otherwise one-hot encodes the targets. Either
+    way the targets come out as float probabilities (B, num_classes), so every batch has the same type."""
+
+    def __init__(
+        self, num_classes: int, mixup_alpha: float, cutmix_alpha: float, prob: float, cutmix_prob: float
+    ) -> None:
+        self.num_classes = num_classes
+        self.prob = prob
+        choices = []
+        if mixup_alpha > 0:
+            choices.append((v2.MixUp(alpha=mixup_alpha, num_classes=num_classes), 1.0 - cutmix_prob))
+        if cutmix_alpha > 0:
+            choices.append((v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes), cutmix_prob))
+        choices = [(op, weight) for op, weight in choices if weight > 0]
+        self.mix: Callable | None
+        if len(choices) > 1:
+            self.mix = v2.RandomChoice([op for op, _ in choices], p=[weight for _, weight in choices])
+        else:
+            self.mix = choices[0][0] if choices else None
+
+    def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.mix is not None and self.prob > 0 and torch.rand(()).item() < self.prob:
+            return self.mix(images, targets)
+        return images, torch.nn.functional.one_hot(targets, self.num_classes).to(images.dtype)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(num_classes={self.num_classes}, prob={self.prob}, mix={self.mix})"
+
+
+@dataclass(frozen=True)
+class MixUpCutMix:
+    """Settings of batch-level MixUp / CutMix; calling it with the class count builds the batch
+    transform (:class:`MixUpOrCutMix`). An alpha of 0 disables that method.
+
+    Args:
+        mixup_alpha: MixUp's Beta(alpha, alpha) parameter (v2 paper: 0.2).
+        cutmix_alpha: CutMix's Beta(alpha, alpha) parameter (v2 paper: 1.0).
+        prob: probability that a batch is mixed at all.
+        cutmix_prob: probability of CutMix (instead of MixUp) when both are enabled.
+    """
+
+    mixup_alpha: float = 0.2
+    cutmix_alpha: float = 1.0
+    prob: float = 1.0
+    cutmix_prob: float = 0.5
+
+    def __post_init__(self) -> None:
+        _non_negative(self.mixup_alpha, "augmentation.mixup_alpha")
+        _non_negative(self.cutmix_alpha, "augmentation.cutmix_alpha")
+        _probability(self.prob, "augmentation.mix_prob")
+        _probability(self.cutmix_prob, "augmentation.cutmix_prob")
+
+    def __call__(self, num_classes: int) -> MixUpOrCutMix:
+        return MixUpOrCutMix(num_classes, self.mixup_alpha, self.cutmix_alpha, self.prob, self.cutmix_prob)
+
+
+class BatchTransformCollate:
+    """``collate_fn`` that stacks the samples (``default_collate``), then applies a batch transform."""
+
+    def __init__(self, transform: BatchTransform) -> None:
+        self.transform = transform
+
+    def __call__(self, samples: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        images, targets = default_collate(samples)
+        return self.transform(images, targets)
+
+
+# ----------------------------------------------------------------------------- presets
+
+
+class Augmentation:
+    """A training augmentation preset: what every ``configs/augmentation/*.yaml`` builds.
+
+    Attributes:
+        image: per-sample transform, image -> float32 (3, image_size, image_size) in [0, 1].
+        batch: optional factory ``num_classes -> batch transform``. The data module binds its class
+            count and applies the result to every collated training batch ``(images, targets)``,
+            which turns int64 targets (B,) into float probabilities (B, num_classes) (MixUp/CutMix).
+        image_at: optional factory ``size -> per-sample transform`` that builds ``image`` for another
+            output size; multi-scale training (``data.multiscale``) needs it.
+
+    Calling the preset applies ``image``, so it also works wherever a plain transform is expected.
+    (A plain class, not a dataclass: ``hydra.utils.instantiate(cfg.data, augmentation=preset)`` would
+    turn a dataclass argument into a config node.)
+    """
+
+    __slots__ = ("batch", "image", "image_at")
+
+    def __init__(
+        self,
+        image: ImageTransform,
+        batch: Callable[[int], BatchTransform] | None = None,
+        image_at: Callable[[int], ImageTransform] | None = None,
+    ) -> None:
+        self.image = image
+        self.batch = batch
+        self.image_at = image_at
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(image={self.image!r}, batch={self.batch!r})"
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        return self.image(image)
+
+    def at_size(self, size: int) -> ImageTransform:
+        """The per-sample transform producing ``size`` x ``size`` images."""
+        if self.image_at is None:
+            raise UserInputError(
+                "data.multiscale=true needs an augmentation preset that can be built at any image size "
+                "(augmentation=none, basic, seed or strong)."
+            )
+        return self.image_at(size)
+
+
+def _preset(
+    build: Callable[..., ImageTransform],
+    image_size: int,
+    batch: Callable[[int], BatchTransform] | None = None,
+    **options: Any,
+) -> Augmentation:
+    image_at = functools.partial(build, **options)
+    return Augmentation(image=image_at(_check_image_size(image_size)), batch=batch, image_at=image_at)
+
+
+def no_augmentation(image_size: int, crop_pct: float = 0.9) -> Augmentation:
+    """The ``none`` preset: training images get the evaluation transform (resize + center crop)."""
+    return _preset(eval_transform, image_size, crop_pct=crop_pct)
 
 
 def basic_augmentation(
@@ -89,8 +389,8 @@ def basic_augmentation(
     hflip_prob: float = 0.5,
     ratio: Sequence[float] = (3.0 / 4.0, 4.0 / 3.0),
     interpolation: str = "bilinear",
-) -> v2.Compose:
-    """The MobileViT v1 paper's training recipe: random resized crop + random horizontal flip.
+) -> Augmentation:
+    """The ``basic`` preset, the MobileViT v1 paper's recipe: random resized crop + horizontal flip.
 
     Args:
         image_size: output side length in pixels.
@@ -99,30 +399,80 @@ def basic_augmentation(
         ratio: range of the crop aspect ratio.
         interpolation: resampling used to resize the crop ("bilinear", "bicubic" or "nearest").
     """
-    _check_image_size(image_size)
-    scale_range = tuple(float(s) for s in scale)
-    if len(scale_range) != 2 or not 0.0 < scale_range[0] <= scale_range[1] <= 1.0:
-        raise UserInputError(
-            f"augmentation.scale must be [min, max] with 0 < min <= max <= 1, got {list(scale)!r}."
-        )
-    ratio_range = tuple(float(r) for r in ratio)
-    if len(ratio_range) != 2 or not 0.0 < ratio_range[0] <= ratio_range[1]:
-        raise UserInputError(
-            f"augmentation.ratio must be [min, max] with 0 < min <= max, got {list(ratio)!r}."
-        )
-    if not 0.0 <= float(hflip_prob) <= 1.0:
-        raise UserInputError(f"augmentation.hflip_prob must be in [0, 1], got {hflip_prob!r}.")
-    return v2.Compose(
-        [
-            v2.RGB(),
-            v2.RandomResizedCrop(
-                image_size,
-                scale=scale_range,
-                ratio=ratio_range,
-                interpolation=_interpolation(interpolation),
-                antialias=True,
-            ),
-            v2.RandomHorizontalFlip(p=float(hflip_prob)),
-            *_to_float_tensor(),
-        ]
+    return _preset(
+        basic_transform, image_size, scale=scale, hflip_prob=hflip_prob, ratio=ratio, interpolation=interpolation
+    )
+
+
+def seed_augmentation(
+    image_size: int,
+    rescale: Sequence[float] = (1.0, 1.25),
+    hflip_prob: float = 0.5,
+    vflip_prob: float = 0.5,
+    brightness: float = 0.1,
+    contrast: Sequence[float] = (0.9, 1.1),
+    saturation: Sequence[float] = (0.95, 1.05),
+    hue: float = 0.05,
+    interpolation: str = "bilinear",
+) -> Augmentation:
+    """The ``seed`` preset, the original Keras experiment's recipe.
+
+    Args:
+        image_size: output side length in pixels.
+        rescale: the shorter side is resized to a random ``[min, max] x image_size`` (min >= 1), then a
+            random ``image_size`` square is cropped.
+        hflip_prob, vflip_prob: probabilities of a horizontal / vertical flip.
+        brightness: brightness factor drawn from ``[1 - brightness, 1 + brightness]``.
+        contrast, saturation: ranges of the contrast / saturation factors.
+        hue: hue shift drawn from ``[-hue, hue]`` (fraction of the hue circle, <= 0.5).
+        interpolation: resampling of the rescale.
+    """
+    return _preset(
+        seed_transform,
+        image_size,
+        rescale=rescale,
+        hflip_prob=hflip_prob,
+        vflip_prob=vflip_prob,
+        brightness=brightness,
+        contrast=contrast,
+        saturation=saturation,
+        hue=hue,
+        interpolation=interpolation,
+    )
+
+
+def strong_augmentation(
+    image_size: int,
+    scale: Sequence[float] = (0.08, 1.0),
+    ratio: Sequence[float] = (3.0 / 4.0, 4.0 / 3.0),
+    hflip_prob: float = 0.5,
+    interpolation: str = "bilinear",
+    auto_augment: str = "trivialaugment",
+    randaugment_num_ops: int = 2,
+    randaugment_magnitude: int = 9,
+    random_erase_prob: float = 0.25,
+    mixup_alpha: float = 0.2,
+    cutmix_alpha: float = 1.0,
+    mix_prob: float = 1.0,
+    cutmix_prob: float = 0.5,
+) -> Augmentation:
+    """The ``strong`` preset, the MobileViT v2 paper's recipe.
+
+    Per image: random resized crop, horizontal flip, ``auto_augment`` ("trivialaugment":
+    TrivialAugmentWide, "randaugment": RandAugment(randaugment_num_ops, randaugment_magnitude), or
+    "none"), RandomErasing with probability ``random_erase_prob``. Per training batch: MixUp
+    (``mixup_alpha``) or CutMix (``cutmix_alpha``), see :class:`MixUpCutMix` (``mix_prob`` is its ``prob``).
+    """
+    return _preset(
+        strong_transform,
+        image_size,
+        batch=MixUpCutMix(mixup_alpha, cutmix_alpha, mix_prob, cutmix_prob),
+        scale=scale,
+        ratio=ratio,
+        hflip_prob=hflip_prob,
+        interpolation=interpolation,
+        auto_augment=auto_augment,
+        randaugment_num_ops=randaugment_num_ops,
+        randaugment_magnitude=randaugment_magnitude,
+        random_erase_prob=random_erase_prob,
     )

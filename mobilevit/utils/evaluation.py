@@ -1,4 +1,5 @@
-"""Classification metrics over a whole split, and their files: metrics.json, per_class.csv, confusion_matrix.png."""
+"""Classification metrics over a whole split, their files (metrics.json, per_class.csv, confusion_matrix.png)
+and the confusion views shared by evaluate.py and the training reports callback."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,11 @@ from torchmetrics.functional.classification import (
     multiclass_precision,
     multiclass_recall,
 )
+
+from mobilevit.errors import UserInputError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @dataclass
@@ -86,35 +92,93 @@ def write_per_class_csv(report: ClassificationReport, path: Path) -> None:
             writer.writerow([index, name, support, f"{precision:.4f}", f"{recall:.4f}", f"{f1:.4f}"])
 
 
-def plot_confusion_matrix(report: ClassificationReport, path: Path, title: str = "") -> None:
-    """Row-normalised confusion matrix (each row sums to 1: recall on the diagonal), sized to stay legible."""
-    import matplotlib
+CONFUSION_ORDERS: tuple[str, ...] = ("index", "recall")
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def class_order(report: ClassificationReport, order: str = "index") -> list[int]:
+    """Class indices in display order: ``index`` (label order) or ``recall`` (lowest recall first)."""
+    if order == "index":
+        return list(range(len(report.class_names)))
+    if order == "recall":
+        return sorted(range(len(report.class_names)), key=lambda i: (report.recall[i], i))
+    raise UserInputError(f"Unknown confusion-matrix order {order!r}; valid choices: {list(CONFUSION_ORDERS)}.")
+
+
+@dataclass(frozen=True)
+class ConfusedPair:
+    """``count`` images of class ``true`` predicted as ``predicted`` (``share`` of the true class's images)."""
+
+    true: str
+    predicted: str
+    count: int
+    share: float
+
+
+def most_confused_pairs(report: ClassificationReport, limit: int = 20) -> list[ConfusedPair]:
+    """The ``limit`` largest off-diagonal cells of the confusion matrix, most images first."""
     num_classes = len(report.class_names)
-    counts = report.confusion.double()
+    off_diagonal = report.confusion.long() * (1 - torch.eye(num_classes, dtype=torch.long))
+    cells = [(int(off_diagonal[t, p]), t, p) for t, p in off_diagonal.nonzero().tolist()]
+    cells.sort(key=lambda cell: (-cell[0], cell[1], cell[2]))  # most images first; ties in label order
+    return [
+        ConfusedPair(report.class_names[t], report.class_names[p], count, count / report.support[t])
+        for count, t, p in cells[:limit]
+    ]
+
+
+def confused_pairs_markdown(pairs: list[ConfusedPair]) -> str:
+    """A markdown table of confused pairs (TensorBoard's text tab renders it)."""
+    if not pairs:
+        return "No misclassified images."
+    lines = ["| # | true class | predicted as | images | share of true class |", "|---:|---|---|---:|---:|"]
+    for rank, pair in enumerate(pairs, start=1):
+        lines.append(f"| {rank} | {pair.true} | {pair.predicted} | {pair.count} | {pair.share:.0%} |")
+    return "\n".join(lines)
+
+
+def confusion_matrix_figure(report: ClassificationReport, title: str = "", order: str = "index") -> Figure:
+    """Row-normalised confusion matrix (each row sums to 1: recall on the diagonal), sized to stay legible.
+
+    ``order="recall"`` puts the lowest-recall classes first (top rows, left columns), where errors gather.
+    """
+    from matplotlib.colors import PowerNorm  # imported on use: matplotlib is slow to import
+    from matplotlib.figure import Figure
+
+    positions = class_order(report, order)
+    num_classes = len(positions)
+    counts = report.confusion.double()[positions][:, positions]
     normalised = (counts / counts.sum(dim=1, keepdim=True).clamp_min(1)).numpy()
     side = min(40.0, max(6.0, 0.18 * num_classes + 3.0))
     font = max(4.0, min(10.0, 500.0 / max(num_classes, 1)))
-    fig, ax = plt.subplots(figsize=(side, side * 0.92), dpi=150 if num_classes > 30 else 100)
-    image = ax.imshow(normalised, cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+    fig = Figure(figsize=(side, side * 0.92), dpi=150 if num_classes > 30 else 100, layout="constrained")
+    ax = fig.subplots()
+    # White = 0; the square-root scale makes small confusions (e.g. 1 image of 10) clearly visible.
+    norm = PowerNorm(gamma=0.5, vmin=0.0, vmax=1.0)
+    image = ax.imshow(normalised, cmap="Blues", norm=norm, interpolation="nearest")
+    ax.set_xticks([i - 0.5 for i in range(1, num_classes)], minor=True)
+    ax.set_yticks([i - 0.5 for i in range(1, num_classes)], minor=True)
+    ax.grid(which="minor", color="#e4e4e4", linewidth=0.4)  # cell borders to follow rows and columns
+    ax.tick_params(which="minor", length=0)
     ticks = range(num_classes)
-    labels = [f"{name} ({i})" for i, name in enumerate(report.class_names)]
-    ax.set_xticks(ticks, labels, rotation=90, fontsize=font)
-    ax.set_yticks(ticks, labels, fontsize=font)
+    names = [f"{report.class_names[i]} ({i})" for i in positions]
+    ax.set_xticks(ticks, names, rotation=90, fontsize=font)
+    if order == "recall":  # the sort key next to each row's name
+        names = [f"{name}  {report.recall[i]:.2f}" for name, i in zip(names, positions, strict=True)]
+    ax.set_yticks(ticks, names, fontsize=font)
     ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
+    ax.set_ylabel("true class" + ("  (recall)" if order == "recall" else ""))
     if num_classes <= 20:  # small matrices: print the counts in the cells
         for row in range(num_classes):
             for col in range(num_classes):
                 value = int(counts[row, col])
                 if value:
-                    colour = "black" if normalised[row, col] > 0.5 else "white"
+                    colour = "white" if normalised[row, col] > 0.5 else "black"
                     ax.text(col, row, str(value), ha="center", va="center", fontsize=font, color=colour)
     fig.colorbar(image, ax=ax, fraction=0.03, pad=0.01, label="fraction of the true class")
     ax.set_title(title or "Confusion matrix (rows normalised)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    return fig
+
+
+def plot_confusion_matrix(report: ClassificationReport, path: Path, title: str = "", order: str = "index") -> None:
+    """Write :func:`confusion_matrix_figure` to ``path``."""
+    confusion_matrix_figure(report, title=title, order=order).savefig(path)

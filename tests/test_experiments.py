@@ -1,0 +1,186 @@
+"""EMA of the weights end to end, and the flowers102_seed / flowers102_paper experiments on tiny budgets."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import FAST_TRAIN, TINY_SYNTHETIC
+from lightning.pytorch.callbacks import EMAWeightAveraging
+
+import train as train_script
+from evaluate import evaluate
+from mobilevit.callbacks.early_stopping import DelayedEarlyStopping
+from mobilevit.models import model_from_checkpoint
+from mobilevit.module import balanced_class_weights
+from mobilevit.utils import instantiate_callbacks
+from mobilevit.utils.checkpoint import classifier_from_checkpoint, load_checkpoint
+
+# Flowers-only keys an experiment sets, dropped when a test swaps in the synthetic data.
+NOT_SYNTHETIC = ["~data.split_protocol"]
+TINY_BUDGET = ["model=mobilevit_xxs", "trainer.max_epochs=2", "+trainer.limit_train_batches=2", "logger=none"]
+
+
+def _float_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {key: value.detach().clone() for key, value in module.state_dict().items() if value.is_floating_point()}
+
+
+class StateRecorder(L.Callback):
+    """Keeps a copy of the module's floating-point state when fit starts and after every optimizer step."""
+
+    def __init__(self) -> None:
+        self.starts: list[dict[str, torch.Tensor]] = []
+        self.states: list[dict[str, torch.Tensor]] = []
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.starts.append(_float_state(pl_module))
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
+        self.states.append(_float_state(pl_module))
+
+
+def _manual_ema(states: list[dict[str, torch.Tensor]], decay: float) -> dict[str, torch.Tensor]:
+    """torch.optim.swa_utils' EMA: the first update copies the weights, later ones blend in (1 - decay)."""
+    ema = dict(states[0])
+    for state in states[1:]:
+        ema = {key: decay * ema[key] + (1 - decay) * state[key] for key in ema}
+    return ema
+
+
+def _mean_loss(classifier: torch.nn.Module, loader: torch.utils.data.DataLoader) -> float:
+    classifier.eval()
+    with torch.no_grad():
+        losses = [F.cross_entropy(classifier(images), targets, reduction="sum") for images, targets in loader]
+    return float(torch.stack(losses).sum()) / len(loader.dataset)
+
+
+def _state_of(classifier: torch.nn.Module, checkpoint_state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    classifier.load_state_dict(checkpoint_state)
+    return classifier.eval()
+
+
+def test_ema_weights_are_validated_saved_tested_and_exported(make_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
+    decay = 0.6  # low, so 4 steps move the average visibly away from the raw weights
+    recorder = StateRecorder()
+    monkeypatch.setattr(train_script, "instantiate_callbacks", lambda cfg: [*instantiate_callbacks(cfg), recorder])
+    cfg_overrides = [
+        *TINY_SYNTHETIC,
+        *FAST_TRAIN,
+        *TINY_BUDGET,
+        "callbacks=[default,ema]",
+        f"callbacks.ema.decay={decay}",
+        "data.batch_size=12",  # val and test: one batch each
+        "optimizer.lr=0.05",
+        "scheduler=none",
+    ]
+    cfg = make_cfg(cfg_overrides, run_name="ema")
+    metrics, objects = train_script.train(cfg)
+    assert any(isinstance(callback, EMAWeightAveraging) for callback in instantiate_callbacks(cfg.callbacks))
+    assert len(recorder.states) == 4
+    ema = _manual_ema(recorder.states, decay)
+    raw = recorder.states[-1]
+
+    # last.ckpt (rewritten after every validation): state_dict = EMA weights, the raw ones kept aside.
+    last = load_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")  # weights_only=True
+    assert last["global_step"] == 4 and last["averaging_state"]["n_averaged"] == 4
+    assert set(last["state_dict"]) == set(last["current_model_state"]) and all(k.startswith("net.") for k in ema)
+    for key in ema:
+        assert torch.allclose(last["state_dict"][key], ema[key], atol=1e-6), key
+        assert torch.equal(last["current_model_state"][key], raw[key]), key
+    assert any(not torch.allclose(ema[key], raw[key], atol=1e-4) for key in ema)
+
+    # Validation ran on the EMA weights: the logged val/loss is theirs, not the raw weights'.
+    datamodule = objects["datamodule"]
+    classifier = classifier_from_checkpoint(last)
+    ema_val_loss = _mean_loss(classifier, datamodule.val_dataloader())
+    raw_val_loss = _mean_loss(_state_of(classifier, last["current_model_state"]), datamodule.val_dataloader())
+    assert metrics["val/loss"] == pytest.approx(ema_val_loss, abs=1e-5)
+    assert abs(metrics["val/loss"] - raw_val_loss) > 1e-3
+
+    # The final test and evaluate.py score the best checkpoint's EMA weights.
+    best = objects["best_ckpt"]
+    result = evaluate(make_cfg([f"ckpt_path={best}", "trainer=cpu"], config_name="eval", run_name="eval"))
+    assert result["loss"] == pytest.approx(metrics["test/loss"], abs=1e-5)
+    best_ckpt = load_checkpoint(best)
+    raw_test_loss = _mean_loss(_state_of(classifier, best_ckpt["current_model_state"]), datamodule.test_dataloader())
+    assert abs(metrics["test/loss"] - raw_test_loss) > 1e-3
+
+    # python -m mobilevit.export rebuilds the network from the same EMA weights.
+    exported = model_from_checkpoint(best).state_dict()
+    assert all(torch.equal(exported[key], best_ckpt["state_dict"]["net." + key]) for key in exported)
+
+    # Resuming restores both: training continues from the raw weights, the average from the saved one.
+    last_path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    resumed_cfg = make_cfg(
+        [*cfg_overrides, f"ckpt_path={last_path}", "trainer.max_epochs=3", "test=false"], run_name="resumed"
+    )
+    train_script.train(resumed_cfg)
+    assert len(recorder.starts) == 2 and len(recorder.states) == 6
+    assert all(torch.equal(recorder.starts[1][key], raw[key]) for key in raw)
+    resumed = load_checkpoint(Path(resumed_cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+    ema = _manual_ema(recorder.states, decay)
+    assert all(torch.allclose(resumed["state_dict"][key], ema[key], atol=1e-6) for key in ema)
+
+
+def test_experiments_compose(make_cfg) -> None:
+    seed = make_cfg(["experiment=flowers102_seed"])
+    choices = seed.hydra.runtime.choices
+    assert (choices.model, choices.augmentation, choices.optimizer, choices.scheduler) == (
+        "mobilevit_xs", "seed", "adamw", "none"
+    )  # fmt: skip
+    assert seed.data.image_size == 256 and seed.data.batch_size == 64 and seed.data.split_protocol == "stratified"
+    assert seed.optimizer.lr == 2e-4 and seed.module.label_smoothing == 0.1 and seed.module.class_weights == "balanced"
+    assert seed.trainer.max_epochs == 160 and "ema" not in seed.callbacks
+    stopper = next(c for c in instantiate_callbacks(seed.callbacks) if isinstance(c, DelayedEarlyStopping))
+    assert (stopper.monitor, stopper.patience, stopper.start_epoch) == ("val/loss", 10, 10)
+    assert stopper.min_delta == -0.01  # Lightning stores min_delta negated for mode="min"
+
+    paper = make_cfg(["experiment=flowers102_paper"])
+    choices = paper.hydra.runtime.choices
+    assert (choices.model, choices.augmentation, choices.scheduler) == ("mobilevit_xs", "basic", "cosine")
+    assert paper.data.multiscale is True and paper.data.split_protocol == "stratified" and paper.data.image_size == 256
+    assert paper.module.label_smoothing == 0.1 and paper.optimizer.weight_decay == 0.01
+    assert paper.scheduler.min_lr == pytest.approx(paper.optimizer.lr / 10) and paper.scheduler.warmup_epochs > 0
+    (ema,) = [c for c in instantiate_callbacks(paper.callbacks) if isinstance(c, EMAWeightAveraging)]
+    assert paper.callbacks.ema.decay == 0.9995 and "early_stopping" not in paper.callbacks
+    assert make_cfg(["experiment=flowers102_paper", "callbacks.ema.decay=0.99"]).callbacks.ema.decay == 0.99
+
+
+def test_seed_experiment_tiny_run(make_cfg) -> None:
+    cfg = make_cfg(
+        ["experiment=flowers102_seed", *NOT_SYNTHETIC, *TINY_SYNTHETIC, *FAST_TRAIN, *TINY_BUDGET, "test=false"]
+    )
+    metrics, objects = train_script.train(cfg)
+    model, trainer = objects["model"], objects["trainer"]
+    assert trainer.global_step == 4 and math.isfinite(metrics["val/loss"])
+    assert model.hparams.class_weights == pytest.approx(balanced_class_weights(objects["datamodule"].class_counts()))
+    assert trainer.lr_scheduler_configs == [] and trainer.optimizers[0].param_groups[0]["lr"] == 2e-4
+    (stopper,) = [c for c in trainer.callbacks if isinstance(c, DelayedEarlyStopping)]
+    assert stopper.start_epoch == 10 and math.isinf(stopper.best_score)  # 2 epochs: not monitored yet
+
+
+def test_paper_experiment_tiny_run(make_cfg) -> None:
+    cfg = make_cfg(["experiment=flowers102_paper", *NOT_SYNTHETIC, *TINY_SYNTHETIC, *FAST_TRAIN, *TINY_BUDGET])
+    metrics, objects = train_script.train(cfg)
+    assert objects["trainer"].global_step == 4 and math.isfinite(metrics["test/loss"])
+    assert type(objects["datamodule"].train_dataloader().batch_sampler).__name__ == "MultiScaleBatchSampler"
+    checkpoint = torch.load(objects["best_ckpt"], map_location="cpu", weights_only=True)
+    assert "current_model_state" in checkpoint  # written by the EMA callback
+
+
+def test_seed_experiment_on_real_flowers(make_cfg, flowers_root: Path) -> None:
+    """One batch of the seed experiment on the real data: stratified split and its class-balanced weights."""
+    cfg = make_cfg(
+        ["experiment=flowers102_seed", f"data.root={flowers_root}", *FAST_TRAIN, "model=mobilevit_xxs"]
+        + ["data.image_size=64", "data.batch_size=8", "data.num_workers=0", "logger=none", "+trainer.fast_dev_run=true"]
+    )
+    metrics, objects = train_script.train(cfg)
+    counts = objects["datamodule"].class_counts()
+    assert int(counts.sum()) == 6500 and len(counts) == 102
+    weights = objects["model"].hparams.class_weights
+    assert weights == pytest.approx(balanced_class_weights(counts)) and min(weights) < 1.0 < max(weights)
+    assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["test/loss"])
