@@ -9,12 +9,14 @@ Examples:
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, WeightAveraging
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -22,6 +24,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 
 from mobilevit.module import class_weights_from_config
+from mobilevit.report import write_run_summary
 from mobilevit.utils import (
     display_path,
     exit_on_user_error,
@@ -100,8 +103,16 @@ def _class_counts(datamodule: L.LightningDataModule) -> torch.Tensor:
     return datamodule.class_counts()
 
 
+def _experiment_name() -> str | None:
+    """The ``experiment=`` option of this run (None outside a Hydra run or without one)."""
+    if not HydraConfig.initialized():
+        return None
+    return HydraConfig.get().runtime.choices.get("experiment")
+
+
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Fit (and optionally test) the configured model; returns (metrics, objects built)."""
+    started = time.perf_counter()
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     output_dir = cfg.paths.output_dir
@@ -154,6 +165,17 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         )
 
     _log_final_metrics(trainer.loggers, metrics, trainer.global_step)
+    if trainer.is_global_zero:
+        write_run_summary(
+            output_dir,
+            run_cfg,
+            metrics,
+            net,
+            epochs=trainer.current_epoch,
+            wall_time_s=time.perf_counter() - started,
+            device=trainer.strategy.root_device,
+            experiment=_experiment_name(),
+        )
     last_ckpt = checkpoint_cb.last_model_path if checkpoint_cb else None
     _print_next_steps(output_dir, trainer.loggers, best_ckpt or last_ckpt, metrics)
     objects = {"cfg": cfg, "datamodule": datamodule, "model": model, "trainer": trainer, "best_ckpt": best_ckpt}

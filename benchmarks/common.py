@@ -8,14 +8,12 @@ import ctypes.util
 import gc
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -201,48 +199,6 @@ def report_worker_result(result: dict[str, Any]) -> None:
 
 
 # ----------------------------------------------------------------------------- machine info
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _package_version(name: str) -> str | None:
-    try:
-        module = __import__(name)
-    except ImportError:
-        return None
-    return getattr(module, "__version__", None)
-
-
-def machine_info(device: torch.device) -> dict[str, Any]:
-    """What the numbers were measured on: CPU/GPU, cores, load, library versions and date (UTC)."""
-    info: dict[str, Any] = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "hostname": platform.node(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_model": _cpu_model(),
-        "logical_cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "torch": torch.__version__,
-        "torchvision": _package_version("torchvision"),
-        "timm": _package_version("timm"),
-        "device": str(device),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-        info["cuda"] = torch.version.cuda
-    return info
 
 
 # ----------------------------------------------------------------------------- output

@@ -34,7 +34,6 @@ from benchmarks.common import (
     FLOWERS_ROOT,
     REPO_ROOT,
     fmt,
-    machine_info,
     median,
     non_negative_int,
     parse_choices,
@@ -50,6 +49,7 @@ from benchmarks.common import (
 )
 from benchmarks.throughput import SETTINGS, MeasureSpec, measure
 from mobilevit.errors import UserInputError
+from mobilevit.utils.machine import machine_info
 
 AUGMENTATION_DIR = REPO_ROOT / "configs" / "augmentation"
 CROP_PCT = 0.9  # value given to presets that interpolate ${data.crop_pct} (the data configs' default)

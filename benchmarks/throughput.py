@@ -30,7 +30,6 @@ from benchmarks.common import (
     current_rss_mb,
     fmt,
     fmt_ratio,
-    machine_info,
     median,
     non_negative_int,
     parse_choices,
@@ -49,6 +48,7 @@ from benchmarks.common import (
     write_json,
 )
 from mobilevit.errors import UserInputError
+from mobilevit.utils.machine import machine_info
 
 
 @dataclass(frozen=True)

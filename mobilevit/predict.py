@@ -32,8 +32,7 @@ from rich.text import Text
 from mobilevit.data.base import require_int
 from mobilevit.data.transforms import eval_transform
 from mobilevit.errors import UserInputError
-from mobilevit.models import fuse_batchnorm
-from mobilevit.utils import display_path, exit_on_user_error, resolve_ckpt_path, set_project_root
+from mobilevit.utils import display_path, exit_on_user_error, fast_precision, resolve_ckpt_path, set_project_root
 from mobilevit.utils.checkpoint import classifier_from_checkpoint, load_checkpoint
 
 set_project_root(Path(__file__).resolve().parents[1])
@@ -129,13 +128,14 @@ def load_image(path: str | Path) -> Image.Image:
 class Classifier:
     """A train.py checkpoint ready for inference: BatchNorm fused, evaluation transform, class names."""
 
-    def __init__(self, ckpt_path: str | Path, device: str = "auto") -> None:
+    def __init__(self, ckpt_path: str | Path, device: str = "auto", precision: str = "auto") -> None:
         checkpoint = load_checkpoint(ckpt_path)
-        classifier = classifier_from_checkpoint(checkpoint, channels_last=False)
+        classifier = classifier_from_checkpoint(checkpoint, channels_last=True, fuse_bn=True)
         data_cfg = checkpoint["hyper_parameters"]["cfg"]["data"]
         del checkpoint
         self.device = _device(device)
-        self.net = fuse_batchnorm(classifier.net).to(self.device)
+        self.autocast_dtype = _autocast_dtype(precision, self.device)
+        self.net = classifier.net.to(self.device)
         self.class_names: list[str] = list(
             classifier.hparams.get("class_names") or map(str, range(classifier.num_classes))
         )
@@ -144,7 +144,19 @@ class Classifier:
     @torch.inference_mode()
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """Softmax class probabilities (float32, CPU) of a batch of transformed images."""
-        return self.net(images.to(self.device)).float().softmax(dim=1).cpu()
+        images = images.to(self.device, memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            return self.net(images).float().softmax(dim=1).cpu()
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype for ``precision`` (auto: the fastest the hardware supports, or 32 for exact float32)."""
+    if precision not in ("auto", "32"):
+        raise UserInputError(f"precision must be auto or 32, got {precision!r}.")
+    fastest = fast_precision(device.type)
+    if precision == "32" or fastest == "32-true":
+        return None
+    return torch.bfloat16 if fastest == "bf16-mixed" else torch.float16
 
 
 def _device(name: str) -> torch.device:
@@ -228,7 +240,9 @@ def predict(cfg: DictConfig, console: Console | None = None) -> PredictionRun:
     inputs = cfg.inputs
     files = find_images(list(inputs) if isinstance(inputs, ListConfig) else str(inputs))
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, Path(cfg.paths.log_dir) / "train")
-    classifier = Classifier(ckpt_path, device=str(cfg.get("device", "auto")))
+    classifier = Classifier(
+        ckpt_path, device=str(cfg.get("device", "auto")), precision=str(cfg.get("precision", "auto"))
+    )
     top_k = min(top_k, len(classifier.class_names))
 
     predictions: list[Prediction] = []

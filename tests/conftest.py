@@ -13,6 +13,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+import mobilevit.utils  # noqa: F401  (registers the ${fast_precision:} config resolver)
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "configs"
 FLOWERS_ROOT = (ROOT / ".." / "shared" / "flowers102").resolve()
@@ -34,9 +36,11 @@ TINY_SYNTHETIC = [
     "data.batch_size=8",
     "data.num_workers=0",
 ]
-# Fast, quiet training settings for tests.
+# Fast, quiet training settings for tests; float32 so that tests can compare numbers exactly
+# (the default bf16 fast path is trained in tests/test_fast_path.py).
 FAST_TRAIN = [
     "trainer=cpu",
+    "trainer.precision=32-true",
     "callbacks.rich_progress_bar=null",
     "callbacks.rich_model_summary=null",
     "trainer.enable_progress_bar=false",

@@ -20,6 +20,7 @@ from PIL import Image
 from mobilevit.module import ImageClassifier, weight_decay_param_groups
 from mobilevit.utils import (
     WarmupCosineLR,
+    fast_precision,
     instantiate_callbacks,
     instantiate_loggers,
     instantiate_optional,
@@ -68,7 +69,7 @@ def test_train_defaults(make_cfg) -> None:
     assert choices.logger == "tensorboard" and choices.callbacks == "default"
     assert cfg.module.label_smoothing == 0.1 and cfg.module.channels_last is True
     assert cfg.ckpt_path is None and cfg.test is True and cfg.optimized_metric == "val/acc"
-    assert cfg.task_name == "train" and cfg.trainer.precision == "32-true"
+    assert cfg.task_name == "train" and cfg.trainer.precision == fast_precision("auto")
     assert cfg.callbacks.model_checkpoint.monitor == "val/acc" and cfg.callbacks.model_checkpoint.mode == "max"
     assert cfg.callbacks.last_checkpoint.filename == "last" and cfg.callbacks.last_checkpoint.monitor is None
 

@@ -18,6 +18,7 @@ from mobilevit.data.synthetic import render_shape_image
 from mobilevit.data.transforms import eval_transform
 from mobilevit.errors import UserInputError
 from mobilevit.predict import CSV_COLUMNS, Classifier, find_images, load_image, predict
+from mobilevit.utils import cpu_supports_bf16
 from mobilevit.utils.checkpoint import classifier_from_checkpoint, load_checkpoint
 from train import train
 
@@ -180,7 +181,7 @@ def test_predict_prints_table_writes_csv_and_skips_unreadable(make_cfg, checkpoi
 
 
 def test_predict_uses_the_checkpoints_eval_transform_and_fused_model(images: Path, checkpoint: Path) -> None:
-    classifier = Classifier(checkpoint, device="cpu")
+    classifier = Classifier(checkpoint, device="cpu", precision="32")
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in classifier.net.modules())
     assert classifier.class_names == CLASSES
     image = load_image(images / "upright.jpg")
@@ -195,6 +196,12 @@ def test_predict_uses_the_checkpoints_eval_transform_and_fused_model(images: Pat
     with torch.no_grad():
         expected = reference(batch).softmax(dim=1)
     assert torch.allclose(classifier.probabilities(batch), expected, atol=1e-5)
+    # The default fast path (bf16 autocast where the CPU has native bf16) stays within bf16 rounding.
+    fast = Classifier(checkpoint, device="cpu")
+    assert fast.autocast_dtype == (torch.bfloat16 if cpu_supports_bf16() else None)
+    assert torch.allclose(fast.probabilities(batch), expected, atol=0.02)
+    with pytest.raises(UserInputError, match="precision must be auto or 32, got 'fp8'"):
+        Classifier(checkpoint, device="cpu", precision="fp8")
 
 
 def test_predict_rejects_bad_settings(make_cfg, checkpoint: Path, images: Path) -> None:

@@ -106,6 +106,17 @@ def test_official_protocol_reads_setid(fake_flowers, tmp_path: Path) -> None:
     assert record["files"]["train"][:2] == ["image_00001.jpg", "image_00005.jpg"]
 
 
+def test_official_trainval_protocol_trains_on_train_and_val(fake_flowers, tmp_path: Path) -> None:
+    root, labels = fake_flowers
+    official, trainval = _flowers(root), _flowers(root, split_protocol="official_trainval", split_dir=tmp_path)
+    ids, both = official.split_image_ids, trainval.split_image_ids
+    assert both["train"].tolist() == ids["train"].tolist() + ids["val"].tolist()
+    assert both["val"].tolist() == ids["val"].tolist() and both["test"].tolist() == ids["test"].tolist()
+    trainval.setup("fit")
+    assert len(trainval.dataset("train")) == 204 and trainval.class_counts().tolist() == [2] * 102
+    assert json.loads((tmp_path / SPLIT_FILE_NAME).read_text())["protocol"] == "official_trainval"
+
+
 def test_stratified_protocol_on_fake_copy(fake_flowers, tmp_path: Path) -> None:
     root, labels = fake_flowers
     sizes = {"train": 204, "val": 102, "test": len(labels) - 306}

@@ -46,7 +46,7 @@ FLOWERS102_URL: str = getattr(
 )
 
 
-SPLIT_PROTOCOLS: tuple[str, ...] = ("official", "stratified")  # data.split_protocol
+SPLIT_PROTOCOLS: tuple[str, ...] = ("official", "official_trainval", "stratified")  # data.split_protocol
 # Keys of the official split ids in setid.mat.
 OFFICIAL_SET_IDS: dict[str, str] = {"train": "trnid", "val": "valid", "test": "tstid"}
 DEFAULT_STRATIFIED_SIZES: dict[str, int] = {"train": 6500, "val": 689, "test": 1000}
@@ -89,6 +89,8 @@ class Flowers102DataModule(ImageClassificationDataModule):
     Split protocols (``split_protocol``):
 
     * ``official``: the dataset's own splits from ``setid.mat``: train 1020 / val 1020 / test 6149.
+    * ``official_trainval``: the same, but training on train + val (2040 images), a common protocol for this
+      dataset. Val is then seen in training: its metrics are no model-selection signal, test is.
     * ``stratified``: all 8189 images split by :func:`mobilevit.data.splits.stratified_split` with
       ``split_seed`` into ``stratified_sizes`` (default 6500 / 689 / 1000), every class in every split
       in proportion to its size; the same split on every machine for a given seed.
@@ -100,7 +102,7 @@ class Flowers102DataModule(ImageClassificationDataModule):
     Args:
         root: folder that contains ``flowers-102/``.
         download: download the dataset in ``prepare_data()`` when it is missing.
-        split_protocol: "official" or "stratified".
+        split_protocol: "official", "official_trainval" or "stratified".
         split_seed: seed of the stratified split.
         stratified_sizes: images per split for the stratified protocol: {train: n, val: n, test: n}.
         split_dir: folder to write ``split.json`` into (e.g. the run directory); None writes nothing.
@@ -174,8 +176,11 @@ class Flowers102DataModule(ImageClassificationDataModule):
     @functools.cached_property
     def split_image_ids(self) -> dict[str, np.ndarray]:
         """Image ids (1-based, as in the file names) of train, val and test under ``split_protocol``."""
-        if self.split_protocol == "official":
-            return {split: self._read_mat("setid.mat", key).astype(np.int64) for split, key in OFFICIAL_SET_IDS.items()}
+        if self.split_protocol.startswith("official"):
+            ids = {split: self._read_mat("setid.mat", key).astype(np.int64) for split, key in OFFICIAL_SET_IDS.items()}
+            if self.split_protocol == "official_trainval":
+                ids["train"] = np.concatenate([ids["train"], ids["val"]])
+            return ids
         positions = stratified_split(self.all_labels, self.stratified_sizes, self.split_seed)
         return {split: positions[split] + 1 for split in SPLITS}
 

@@ -31,7 +31,7 @@ class ConvBNAct(nn.Sequential):
             in_channels, out_channels, kernel_size, stride, padding=(kernel_size - 1) // 2, groups=groups, bias=False
         )
         self.bn = nn.BatchNorm2d(out_channels)
-        self.act = nn.SiLU() if act else nn.Identity()
+        self.act = nn.SiLU(inplace=True) if act else nn.Identity()
 
 
 class InvertedResidual(nn.Module):

@@ -2,6 +2,7 @@
 
 from mobilevit.utils.instantiators import instantiate_callbacks, instantiate_loggers, instantiate_optional
 from mobilevit.utils.lr_scheduler import WarmupCosineLR
+from mobilevit.utils.precision import cpu_supports_bf16, fast_precision
 from mobilevit.utils.run import (
     display_path,
     exit_on_user_error,
@@ -14,8 +15,10 @@ from mobilevit.utils.run import (
 
 __all__ = [
     "WarmupCosineLR",
+    "cpu_supports_bf16",
     "display_path",
     "exit_on_user_error",
+    "fast_precision",
     "find_user_error",
     "instantiate_callbacks",
     "instantiate_loggers",

@@ -1,0 +1,52 @@
+"""Results table and plot (python -m mobilevit.report) from the summary.json that train.py writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import FAST_TRAIN, TINY_SYNTHETIC
+from PIL import Image
+
+from mobilevit.report import COLUMNS, find_summaries, main, markdown_table
+from mobilevit.utils.machine import machine_label
+from train import train
+
+
+def test_training_writes_a_summary_that_the_report_tabulates_and_plots(make_cfg, tmp_path: Path, capsys) -> None:
+    runs = []
+    for name, model in (("a", "mobilevit_xxs"), ("b", "mobilevitv2_050")):
+        cfg = make_cfg(
+            [*TINY_SYNTHETIC, *FAST_TRAIN, f"model={model}", "trainer.max_epochs=2", "logger=none"], run_name=name
+        )
+        metrics, objects = train(cfg)
+        summary = json.loads((Path(cfg.paths.output_dir) / "summary.json").read_text())
+        assert summary["model"] == model and summary["image_size"] == 32 and summary["epochs"] == 2
+        assert summary["params"] == sum(p.numel() for p in objects["model"].net.parameters())
+        assert summary["metrics"]["test/acc"] == pytest.approx(metrics["test/acc"])
+        assert summary["latency_ms"] > 0 and summary["wall_time_s"] > 0 and summary["protocol"] == "SyntheticDataModule"
+        runs.append(summary)
+
+    table_file, plot_file = tmp_path / "out" / "results.md", tmp_path / "out" / "results.png"
+    capsys.readouterr()
+    assert main([str(tmp_path), "--output", str(table_file), "--plot", str(plot_file)]) == 0
+    lines = table_file.read_text().splitlines()
+    assert lines[0] == "| " + " | ".join(COLUMNS) + " |" and len(lines) == 2 + len(runs)
+    for line, summary in zip(lines[2:], runs, strict=True):  # oldest first
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        assert cells[1] == summary["model"] and cells[4] == "32 px" and cells[5] == "2"
+        assert cells[7] == machine_label(summary["machine"])
+        assert cells[9] == f"{100 * summary['metrics']['test/acc']:.1f} %"
+        assert cells[10] == f"{summary['metrics']['test/f1']:.3f}"
+    assert capsys.readouterr().out.startswith(lines[0])
+    with Image.open(plot_file) as image:
+        assert image.format == "PNG" and image.size[0] > 800
+    assert markdown_table(find_summaries([Path(runs[0]["run_dir"])])).count("\n") == 3
+
+
+def test_report_without_runs_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    assert main([str(tmp_path)]) == 2
+    assert "No summary.json found" in capsys.readouterr().err
+    assert main([str(tmp_path / "nope")]) == 2
+    assert "is neither a run directory" in capsys.readouterr().err
