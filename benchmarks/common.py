@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from mobilevit.errors import UserInputError
 
@@ -224,23 +225,37 @@ def _console() -> Console:
 
 def print_table(
     title: str, columns: Sequence[str], rows: Iterable[Sequence[str]], caption: str | None = None
-) -> None:
-    """Print a rich table: first column left-aligned, the rest right-aligned."""
+) -> str:
+    """Print a rich table (first column left-aligned, the rest right-aligned); return it as markdown."""
+    rows = [list(row) for row in rows]
     table = Table(title=title, caption=caption, caption_justify="left")
     for index, column in enumerate(columns):
         table.add_column(column, justify="left" if index == 0 else "right")
     for row in rows:
         table.add_row(*row)
     _console().print(table)
+    plain = [[Text.from_markup(cell).plain for cell in row] for row in rows]
+    lines = [f"**{title}**", "", "| " + " | ".join(columns) + " |", "|---" + "|--:" * (len(columns) - 1) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in plain]
+    return "\n".join(lines + ([f"\n{caption}"] if caption else [])) + "\n"
 
 
-def print_machine(info: dict[str, Any]) -> None:
-    """One line summarising the machine a run was measured on."""
+def write_markdown(text: str, path: Path | None) -> None:
+    """Write the markdown version of the results to ``path`` (None does nothing)."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def print_machine(info: dict[str, Any]) -> str:
+    """Print (and return) one line summarising the machine a run was measured on."""
     target = info.get("gpu") or info["cpu_model"]
-    _console().print(
-        f"[dim]{target} | {info['usable_cores']} usable cores | load {info['load_average_1m']} | "
-        f"torch {info['torch']} | timm {info['timm']} | {info['date']}[/dim]"
+    line = (
+        f"{target} | {info['usable_cores']} usable cores | load {info['load_average_1m']:.2f} | "
+        f"torch {info['torch']} | torchvision {info['torchvision']} | timm {info['timm']} | {info['date']}"
     )
+    _console().print(f"[dim]{line}[/dim]")
+    return line
 
 
 def fmt(value: float | None, digits: int = 1) -> str:

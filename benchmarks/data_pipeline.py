@@ -46,6 +46,7 @@ from benchmarks.common import (
     resolve_device,
     time_repeats,
     write_json,
+    write_markdown,
 )
 from benchmarks.throughput import SETTINGS, MeasureSpec, measure
 from mobilevit.errors import UserInputError
@@ -195,7 +196,7 @@ def measure_preset(args: argparse.Namespace, preset: str) -> dict[str, dict[str,
 # ----------------------------------------------------------------------------- the whole benchmark
 
 
-def print_results(result: dict[str, Any]) -> None:
+def print_results(result: dict[str, Any]) -> str:
     """A table of img/s and per-worker img/s per preset, with each per-worker rate over the training rate."""
     config, training, target = result["config"], result["training"], result["config"]["target_ratio"]
     rows = []
@@ -210,8 +211,8 @@ def print_results(result: dict[str, Any]) -> None:
             verdict = "-" if value is None else ("[green]yes[/]" if value >= target else "[red]no[/]")
             rows.append([preset, label, fmt(record["img_s"]), fmt(record["per_worker_img_s"]),
                          "-" if value is None else f"{value:.2f}x", verdict])
-    print_machine(result["machine"])
-    print_table(
+    machine = print_machine(result["machine"])
+    table = print_table(
         f"Decode + augment on Flowers-102 ({config['split']}) at {config['img_size']}px, "
         f"median of {config['repeats']}",
         ["Preset", "Measurement", "img/s", "img/s per worker", "per worker / train", f">= {target:g}x"],
@@ -221,6 +222,7 @@ def print_results(result: dict[str, Any]) -> None:
             f"{config['threads']} threads on {config['device']}: {fmt(training['img_s'])} img/s."
         ),
     )
+    return f"{machine}\n\n{table}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -246,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="device of the training step: cpu or cuda")
     parser.add_argument("--target-ratio", type=float, default=2.0)
     parser.add_argument("--json", type=Path, default=None, help="write the results here (- for stdout)")
+    parser.add_argument("--markdown", type=Path, default=None, help="also write the table as markdown here")
     return parser
 
 
@@ -287,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         result = run(args)
     except UserInputError as error:
         raise SystemExit(f"error: {error}") from None
-    print_results(result)
+    write_markdown(print_results(result), args.markdown)
     write_json(result, args.json)
     return result
 

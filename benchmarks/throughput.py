@@ -46,6 +46,7 @@ from benchmarks.common import (
     synchronizer,
     time_repeats,
     write_json,
+    write_markdown,
 )
 from mobilevit.errors import UserInputError
 from mobilevit.utils.machine import machine_info
@@ -266,7 +267,7 @@ def _table_rows(setting: str, result: dict[str, Any], mode: str, fused: bool) ->
     return rows
 
 
-def print_results(result: dict[str, Any]) -> None:
+def print_results(result: dict[str, Any]) -> str:
     """A table with ours, (ours BN-fused), timm and the ratios side by side."""
     config = result["config"]
     fused = config["fast_path"]
@@ -278,14 +279,15 @@ def print_results(result: dict[str, Any]) -> None:
         for mode in config["modes"]
         for row in _table_rows(setting, result, mode, fused)
     ]
-    print_machine(result["machine"])
-    print_table(
+    machine = print_machine(result["machine"])
+    table = print_table(
         f"{config['model']} @ {config['img_size']}px on {config['device']} ({config['threads']} threads), "
         f"median of {config['repeats']} after {config['warmup']} warm-up",
         columns,
         rows,
         caption="Green ratio = ours better (higher img/s, lower ms or MiB).",
     )
+    return f"{machine}\n\n{table}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -305,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fast-path", action="store_true",
                         help="also measure our inference with BatchNorm folded (mobilevit.models.fuse_batchnorm)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here (- for stdout)")
+    parser.add_argument("--markdown", type=Path, default=None, help="also write the table as markdown here")
     parser.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
     return parser
 
@@ -352,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         result = run(args)
     except UserInputError as error:
         raise SystemExit(f"error: {error}") from None
-    print_results(result)
+    write_markdown(print_results(result), args.markdown)
     write_json(result, args.json)
     return result
 

@@ -80,17 +80,30 @@ def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
     )
 
 
-def weight_decay_param_groups(module: nn.Module) -> list[dict[str, Any]]:
-    """Split trainable parameters: weights of rank >= 2 decay; norm scales and biases (ndim <= 1) do not."""
-    decay, no_decay = [], []
+def weight_decay_param_groups(
+    module: nn.Module, head: nn.Module | None = None, backbone_lr_scale: float = 1.0
+) -> list[dict[str, Any]]:
+    """Split trainable parameters: weights of rank >= 2 decay; norm scales and biases (ndim <= 1) do not.
+
+    With ``head`` (a sub-module of ``module``), the other parameters (the backbone) form their own groups whose
+    ``lr_scale`` is ``backbone_lr_scale``; every other group has ``lr_scale`` 1.
+    :meth:`ImageClassifier.configure_optimizers` multiplies each group's learning rate by its ``lr_scale``.
+    """
+    head_ids = {id(param) for param in head.parameters()} if head is not None else set()
+    groups: dict[str, dict[str, Any]] = {}
     for param in module.parameters():
-        if param.requires_grad:
-            (no_decay if param.ndim <= 1 else decay).append(param)
-    groups = [
-        {"params": decay, "name": "decay"},
-        {"params": no_decay, "name": "no_decay", "weight_decay": 0.0},
-    ]
-    return [group for group in groups if group["params"]]
+        if not param.requires_grad:
+            continue
+        part = "head" if id(param) in head_ids else "backbone"
+        decay = "decay" if param.ndim > 1 else "no_decay"
+        name = decay if head is None else f"{part}_{decay}"
+        if name not in groups:
+            scale = backbone_lr_scale if part == "backbone" else 1.0
+            groups[name] = {"params": [], "name": name, "lr_scale": scale}
+            if decay == "no_decay":
+                groups[name]["weight_decay"] = 0.0
+        groups[name]["params"].append(param)
+    return list(groups.values())
 
 
 class ImageClassifier(L.LightningModule):
@@ -106,6 +119,8 @@ class ImageClassifier(L.LightningModule):
         class_weights: per-class weights of the training loss (e.g. :func:`balanced_class_weights`); None
             weighs every class equally. Validation/test losses are unweighted.
         channels_last: keep weights and input batches in channels-last memory format (faster convolutions).
+        backbone_lr_scale: learning rate of everything but the classifier head, relative to the optimizer's lr;
+            below 1 when fine-tuning pretrained weights, so that the new head learns faster than the backbone.
         cfg: resolved run config (plain containers) saved in checkpoints to rebuild the model and data.
         class_names: class names in label order, saved in checkpoints.
     """
@@ -118,12 +133,15 @@ class ImageClassifier(L.LightningModule):
         label_smoothing: float = 0.1,
         class_weights: Sequence[float] | torch.Tensor | None = None,
         channels_last: bool = True,
+        backbone_lr_scale: float = 1.0,
         cfg: dict[str, Any] | None = None,
         class_names: list[str] | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
             raise UserInputError(f"module.label_smoothing must be in [0, 1), got {label_smoothing}.")
+        if not backbone_lr_scale > 0:
+            raise UserInputError(f"module.backbone_lr_scale must be > 0, got {backbone_lr_scale}.")
         num_classes = int(net.num_classes)
         if class_names is not None and len(class_names) != num_classes:
             raise UserInputError(f"Got {len(class_names)} class names for a network with {num_classes} classes.")
@@ -210,7 +228,11 @@ class ImageClassifier(L.LightningModule):
     def configure_optimizers(self) -> Optimizer | dict[str, Any]:
         if self.optimizer_factory is None:
             raise UserInputError("Training needs an optimizer: choose one with optimizer=adamw or optimizer=sgd.")
-        optimizer = self.optimizer_factory(params=weight_decay_param_groups(self.net))
+        scale = self.hparams.backbone_lr_scale
+        head = self.net.classifier if scale != 1.0 else None
+        optimizer = self.optimizer_factory(params=weight_decay_param_groups(self.net, head, scale))
+        for group in optimizer.param_groups:
+            group["lr"] *= group["lr_scale"]
         if self.scheduler_factory is None:
             return optimizer
         total_steps = max(1, int(self.trainer.estimated_stepping_batches))

@@ -43,7 +43,7 @@ COLUMNS: tuple[str, ...] = (
 
 @torch.inference_mode()
 def measure_latency_ms(net: nn.Module, image_size: int, device: torch.device, repeats: int = 20) -> float:
-    """Median batch-1 forward time (ms) of ``net`` on the inference fast path: fused BN, channels-last, fast precision."""
+    """Median batch-1 forward time (ms) of ``net`` on the inference fast path (fused BN, channels-last, bf16)."""
     fused = fuse_batchnorm(net).to(device=device, memory_format=torch.channels_last).eval()
     image = torch.randn(1, 3, image_size, image_size, device=device).contiguous(memory_format=torch.channels_last)
     dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(fast_precision(device.type))

@@ -32,9 +32,14 @@ def test_throughput_main_isolated_runs(tmp_path: Path) -> None:
     result = throughput.main([
         "--model", "mobilevit_xxs", "--img-size", "32", "--batch-size", "2", "--threads", "1",
         "--repeats", "1", "--warmup", "0", "--settings", "fp32", "--modes", "infer",
-        "--fast-path", "--num-classes", "5", "--json", str(out),
+        "--fast-path", "--num-classes", "5", "--json", str(out), "--markdown", str(tmp_path / "throughput.md"),
     ])  # fmt: skip
     assert json.loads(out.read_text()) == result
+    markdown = (tmp_path / "throughput.md").read_text().splitlines()
+    assert markdown[0].startswith(result["machine"]["cpu_model"]) and result["machine"]["date"] in markdown[0]
+    assert "| Setting | Metric | Ours | Ours BN-fused | timm | Ours/timm | Fused/timm |" in markdown
+    infer_row = next(line for line in markdown if line.startswith("| fp32 | infer img/s"))
+    assert f"{result['ratios']['fp32']['infer']:.2f}x" in infer_row
     assert result["benchmark"] == "throughput"
     for key in ("date", "cpu_model", "logical_cores", "torch", "timm"):
         assert result["machine"][key]

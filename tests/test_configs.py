@@ -17,6 +17,8 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import OmegaConf
 from PIL import Image
 
+from mobilevit.errors import UserInputError
+from mobilevit.models import create_model
 from mobilevit.module import ImageClassifier, weight_decay_param_groups
 from mobilevit.utils import (
     WarmupCosineLR,
@@ -211,6 +213,23 @@ def test_no_weight_decay_for_norms_and_biases() -> None:
     assert no_decay["weight_decay"] == 0.0
 
 
+def test_backbone_lr_scale_gives_the_head_the_full_learning_rate() -> None:
+    net = create_model("mobilevit_xxs", num_classes=5)
+    groups = weight_decay_param_groups(net, head=net.classifier, backbone_lr_scale=0.1)
+    by_name = {group["name"]: group for group in groups}
+    assert set(by_name) == {"backbone_decay", "backbone_no_decay", "head_decay", "head_no_decay"}
+    assert by_name["head_decay"]["params"] == [net.classifier.weight]
+    assert by_name["head_no_decay"]["params"] == [net.classifier.bias]
+    assert sum(len(group["params"]) for group in groups) == len(list(net.parameters()))
+    module = ImageClassifier(net, optimizer=functools.partial(torch.optim.AdamW, lr=1e-3), backbone_lr_scale=0.1)
+    optimizer = module.configure_optimizers()
+    lrs = {group["name"]: group["lr"] for group in optimizer.param_groups}
+    assert lrs["head_decay"] == lrs["head_no_decay"] == pytest.approx(1e-3)
+    assert lrs["backbone_decay"] == lrs["backbone_no_decay"] == pytest.approx(1e-4)
+    with pytest.raises(UserInputError, match="module.backbone_lr_scale must be > 0, got 0"):
+        ImageClassifier(net, backbone_lr_scale=0)
+
+
 def test_module_hparams_are_plain(make_cfg) -> None:
     cfg = make_cfg(["model=mobilevit_xxs"])
     net = hydra.utils.instantiate(cfg.model, num_classes=4)
@@ -222,7 +241,7 @@ def test_module_hparams_are_plain(make_cfg) -> None:
         class_names=["a", "b", "c", "d"],
     )
     assert set(module.hparams) == {
-        "label_smoothing", "class_weights", "channels_last", "cfg", "class_names", "num_classes"
+        "label_smoothing", "class_weights", "channels_last", "backbone_lr_scale", "cfg", "class_names", "num_classes"
     }  # fmt: skip
     assert isinstance(module.hparams.cfg, dict) and "hydra" not in module.hparams.cfg
     assert module.hparams.cfg["model"]["name"] == "mobilevit_xxs"

@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import EMAWeightAveraging
 import train as train_script
 from evaluate import evaluate
 from mobilevit.callbacks.early_stopping import DelayedEarlyStopping
-from mobilevit.models import model_from_checkpoint
+from mobilevit.models import create_model, model_from_checkpoint
 from mobilevit.module import balanced_class_weights
 from mobilevit.utils import instantiate_callbacks
 from mobilevit.utils.checkpoint import classifier_from_checkpoint, load_checkpoint
@@ -184,3 +184,64 @@ def test_seed_experiment_on_real_flowers(make_cfg, flowers_root: Path) -> None:
     weights = objects["model"].hparams.class_weights
     assert weights == pytest.approx(balanced_class_weights(counts)) and min(weights) < 1.0 < max(weights)
     assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["test/loss"])
+
+
+CPU_RECIPES = {
+    # experiment: (split protocol, image size, epochs, wall-time safety net)
+    "flowers102_cpu": ("official", 112, 100, "00:00:28:00"),
+    "flowers102_seed_cpu": ("stratified", 112, 70, "00:01:25:00"),
+}
+
+
+@pytest.mark.parametrize("experiment", sorted(CPU_RECIPES))
+def test_cpu_recipes_compose_and_train_on_a_tiny_budget(experiment: str, make_cfg) -> None:
+    protocol, image_size, epochs, max_time = CPU_RECIPES[experiment]
+    cfg = make_cfg([f"experiment={experiment}"])
+    assert cfg.data.get("split_protocol", "official") == protocol and cfg.data.image_size == image_size
+    assert cfg.data.root.endswith("/../shared/flowers102") and cfg.data.download is False
+    assert cfg.trainer.accelerator == "cpu" and cfg.trainer.max_epochs == epochs and cfg.trainer.max_time == max_time
+    assert cfg.hydra.runtime.choices.model == "mobilevit_xxs" and "ema" in cfg.callbacks
+
+    not_synthetic = ["~data.download"] + (NOT_SYNTHETIC if protocol == "stratified" else [])
+    tiny = make_cfg([f"experiment={experiment}", *not_synthetic, *TINY_SYNTHETIC, *FAST_TRAIN, *TINY_BUDGET])
+    tiny.trainer.check_val_every_n_epoch = 1
+    metrics, objects = train_script.train(tiny)
+    assert objects["trainer"].global_step == 4 and math.isfinite(metrics["test/loss"])
+    checkpoint = torch.load(objects["best_ckpt"], map_location="cpu", weights_only=True)
+    assert "current_model_state" in checkpoint  # written by the EMA callback
+
+
+def test_gpu_xs_recipe_composes_and_its_plumbing_trains_on_cpu(make_cfg) -> None:
+    cfg = make_cfg(["experiment=flowers102_xs"])
+    choices = cfg.hydra.runtime.choices
+    assert (choices.model, choices.augmentation, choices.trainer) == ("mobilevit_xs", "strong", "gpu")
+    assert cfg.data.split_protocol == "stratified" and cfg.data.image_size == 256 and cfg.trainer.max_epochs == 300
+    tiny = make_cfg(
+        ["experiment=flowers102_xs", *NOT_SYNTHETIC, *TINY_SYNTHETIC, *FAST_TRAIN, *TINY_BUDGET, "model=mobilevit_xs"]
+    )
+    tiny.trainer.check_val_every_n_epoch = 1
+    metrics, objects = train_script.train(tiny)
+    assert objects["trainer"].global_step == 4 and math.isfinite(metrics["test/loss"])
+    assert objects["model"].net.stages[-1][1].transformer[-1].drop_path.p == pytest.approx(0.1)  # the deepest layer
+
+
+def test_finetune_recipe_loads_pretrained_weights_and_trains_the_head_faster(
+    make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = create_model("mobilevit_xxs", num_classes=1000)  # stands in for ImageNet weights
+    weights = tmp_path / "imagenet.pth"
+    torch.save(source.state_dict(), weights)
+    cfg = make_cfg(
+        ["experiment=flowers102_finetune", *NOT_SYNTHETIC, *TINY_SYNTHETIC, *FAST_TRAIN, *TINY_BUDGET]
+        + [f"model.pretrained={weights}", "test=false"]
+    )
+    assert cfg.module.backbone_lr_scale == 0.1 and cfg.optimizer.lr == 1e-3
+    recorder = StateRecorder()
+    original = train_script.instantiate_callbacks
+    monkeypatch.setattr(train_script, "instantiate_callbacks", lambda group: [*original(group), recorder])
+    _, objects = train_script.train(cfg)
+    start = recorder.starts[0]
+    assert torch.equal(start["net.stem.conv.weight"], source.stem.conv.weight)  # the backbone came from the file
+    assert start["net.classifier.weight"].shape == (3, source.num_features)  # a new 3-class head
+    peak_lrs = {group["name"]: group["initial_lr"] for group in objects["trainer"].optimizers[0].param_groups}
+    assert peak_lrs["head_decay"] == pytest.approx(1e-3) and peak_lrs["backbone_decay"] == pytest.approx(1e-4)
