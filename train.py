@@ -26,6 +26,7 @@ from rich.console import Console
 from mobilevit.module import class_weights_from_config
 from mobilevit.report import write_run_summary
 from mobilevit.utils import (
+    ddp_children_share_dirs,
     display_path,
     exit_on_user_error,
     instantiate_callbacks,
@@ -36,6 +37,7 @@ from mobilevit.utils import (
     set_project_root,
     silence_upstream_warnings,
 )
+from mobilevit.utils.validation import check_train_data, validate_train_config
 
 set_project_root(Path(__file__).parent)
 silence_upstream_warnings()
@@ -96,10 +98,12 @@ def _print_next_steps(
 def _class_counts(datamodule: L.LightningDataModule) -> torch.Tensor:
     """Images per class of the training split (for ``module.class_weights=balanced``).
 
-    Counting reads the labels, so the data is prepared (downloaded/generated) first; fit's own prepare_data is
-    then a no-op, and under DDP Lightning starts the other ranks only after this ran on rank 0.
+    Counting reads the labels, so the data is prepared (downloaded/generated) and its images checked first (an
+    unreadable image left out with data.skip_bad_images=true is not counted); fit's own prepare_data is then a
+    no-op, and under DDP Lightning starts the other ranks only after this ran on rank 0.
     """
     datamodule.prepare_data()
+    datamodule.check_images()
     return datamodule.class_counts()
 
 
@@ -113,6 +117,7 @@ def _experiment_name() -> str | None:
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Fit (and optionally test) the configured model; returns (metrics, objects built)."""
     started = time.perf_counter()
+    validate_train_config(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     output_dir = cfg.paths.output_dir
@@ -120,6 +125,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
     augmentation = instantiate_optional(cfg.get("augmentation"))
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data, augmentation=augmentation)
+    check_train_data(cfg, datamodule, ckpt_path)
     net = hydra.utils.instantiate(cfg.model, num_classes=datamodule.num_classes)
     run_cfg = resolved_config(cfg)
     # Partial first: the plain run config must reach the module as is, not be instantiated by Hydra.
@@ -145,7 +151,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     )
 
     _log_hyperparameters(trainer.loggers, run_cfg)
-    trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    with ddp_children_share_dirs():  # DDP ranks started by Lightning write into this run's directory
+        trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
 
     checkpoint_cb = trainer.checkpoint_callback if isinstance(trainer.checkpoint_callback, ModelCheckpoint) else None

@@ -273,6 +273,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     config = {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()}
     config.pop("json")
+    config.pop("markdown")
     return {
         "benchmark": "data_pipeline",
         "machine": machine_info(device),

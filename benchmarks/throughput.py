@@ -335,7 +335,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for spec in plan(args):
         record = run_isolated(Path(__file__), asdict(spec), args.threads)
         results[spec.setting].setdefault(spec.impl, {})[spec.mode] = record
-    config = {key: value for key, value in vars(args).items() if key not in ("json", "_worker")}
+    config = {key: value for key, value in vars(args).items() if key not in ("json", "markdown", "_worker")}
     return {
         "benchmark": "throughput",
         "machine": machine_info(torch.device(args.device)),

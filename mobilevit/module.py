@@ -198,7 +198,7 @@ class ImageClassifier(L.LightningModule):
         logits = self(self._images(images)).float()
         loss = F.cross_entropy(logits, targets)
         metrics.update(logits, targets)
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)  # mean over ranks
         for name, metric in metrics.items():
             self.log(name, metric, on_step=False, on_epoch=True, prog_bar=name == "val/acc")
 

@@ -21,15 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
-import numpy as np
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from PIL import Image, ImageOps
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from mobilevit.data.base import require_int
+from mobilevit.data.images import IMAGE_EXTENSIONS, is_image_file, load_image
 from mobilevit.data.transforms import eval_transform
 from mobilevit.errors import UserInputError
 from mobilevit.utils import display_path, exit_on_user_error, fast_precision, resolve_ckpt_path, set_project_root
@@ -37,9 +36,6 @@ from mobilevit.utils.checkpoint import classifier_from_checkpoint, load_checkpoi
 
 set_project_root(Path(__file__).resolve().parents[1])
 
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".jfif"}
-)
 CSV_COLUMNS: tuple[str, ...] = ("file", "rank", "class_index", "class_name", "probability")
 NO_IMAGE_EXIT_CODE = 1
 REQUIRED_KEYS: dict[str, str] = {
@@ -68,7 +64,7 @@ class PredictionRun:
 
 
 def _is_image_file(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
+    return path.is_file() and is_image_file(path)
 
 
 def find_images(inputs: str | Sequence[str]) -> list[Path]:
@@ -96,33 +92,6 @@ def find_images(inputs: str | Sequence[str]) -> list[Path]:
             raise UserInputError(f"inputs: '{entry}' contains no image files ({kinds}).")
         found.update(dict.fromkeys(matches))
     return list(found)
-
-
-def _flatten_high_bit_depth(image: Image.Image) -> Image.Image:
-    """8-bit grayscale from 16/32-bit integer or float images, scaled instead of clipped."""
-    pixels = np.asarray(image, dtype=np.float64)
-    if image.mode == "F":
-        top = 1.0 if pixels.max(initial=0.0) <= 1.0 else 255.0
-    else:  # I;16* (16-bit PNG/TIFF) and I (32-bit); values beyond 255 mean a 16-bit range
-        top = 65535.0 if image.mode.startswith("I;16") or pixels.max(initial=0.0) > 255 else 255.0
-    return Image.fromarray(np.clip(np.rint(pixels * (255.0 / top)), 0, 255).astype(np.uint8), mode="L")
-
-
-def load_image(path: str | Path) -> Image.Image:
-    """``path`` decoded as an upright RGB image: EXIF orientation applied, transparency composited on white.
-
-    Raises whatever Pillow raises for unreadable or corrupt files.
-    """
-    with Image.open(path) as opened:
-        opened.load()
-        image = ImageOps.exif_transpose(opened)
-    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
-        image = _flatten_high_bit_depth(image)
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
-    return image.convert("RGB")
 
 
 class Classifier:

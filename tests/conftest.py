@@ -130,3 +130,14 @@ def subprocess_env() -> dict[str, str]:
     env.pop("NO_PROXY", None)
     env.pop("no_proxy", None)
     return env
+
+
+def user_error(call: Callable[..., object], *args: object) -> str:
+    """The message of the UserInputError that ``call(*args)`` raises (Hydra's instantiate may wrap it)."""
+    from mobilevit.utils import find_user_error
+
+    with pytest.raises(Exception) as info:
+        call(*args)
+    error = find_user_error(info.value)
+    assert error is not None, f"not a UserInputError: {info.value!r}"
+    return str(error)

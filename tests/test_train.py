@@ -175,8 +175,6 @@ def test_short_real_flowers_run_learns(make_cfg, flowers_root: Path) -> None:
             "data.num_workers=0",
             "data.batch_size=32",
             "augmentation.scale=[0.35,1.0]",
-            "augmentation.mix_prob=0.0",
-            "callbacks.ema.decay=0.9",
             "trainer.check_val_every_n_epoch=1",
             "module.label_smoothing=0.0",
             "optimizer.lr=3e-3",

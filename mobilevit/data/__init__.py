@@ -3,12 +3,14 @@
 Data modules (all LightningDataModules sharing the arguments of ImageClassificationDataModule):
 Flowers102DataModule (official or seeded stratified Oxford Flowers-102 splits), ImageFolderDataModule
 (``<root>/{train,val[,test]}/<class>/*``) and SyntheticDataModule (generated shapes dataset).
+``load_image`` reads every image file (upright RGB) and ``scan_images`` finds unreadable ones before training.
 Augmentation presets (``none``, ``basic``, ``seed``, ``strong``) build an :class:`Augmentation`.
 """
 
 from mobilevit.data.base import EVAL_SPLITS, SPLITS, ImageClassificationDataModule
 from mobilevit.data.flowers102 import FLOWERS102_CLASSES, SPLIT_PROTOCOLS, Flowers102DataModule
 from mobilevit.data.imagefolder import ImageFolderDataModule
+from mobilevit.data.images import IMAGE_EXTENSIONS, check_image, load_image, scan_images
 from mobilevit.data.sampler import MultiScaleBatchSampler, MultiScaleDataset, default_multiscale_sizes
 from mobilevit.data.splits import stratified_split
 from mobilevit.data.synthetic import SyntheticDataModule
@@ -25,6 +27,7 @@ from mobilevit.data.transforms import (
 __all__ = [
     "EVAL_SPLITS",
     "FLOWERS102_CLASSES",
+    "IMAGE_EXTENSIONS",
     "SPLITS",
     "SPLIT_PROTOCOLS",
     "Augmentation",
@@ -36,10 +39,13 @@ __all__ = [
     "MultiScaleDataset",
     "SyntheticDataModule",
     "basic_augmentation",
+    "check_image",
     "default_multiscale_sizes",
     "eval_transform",
+    "load_image",
     "no_augmentation",
+    "scan_images",
     "seed_augmentation",
-    "strong_augmentation",
     "stratified_split",
+    "strong_augmentation",
 ]

@@ -56,6 +56,8 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         multiscale_sizes: training resolutions; None derives them from ``image_size``
             (256 -> 160, 192, 256, 288, 320).
         multiscale_seed: seed of the multi-scale index shuffle and resolution order (same on all ranks).
+        skip_bad_images: what to do with image files that :meth:`check_images` finds unreadable: False stops
+            with one error that lists them all, True trains without them and logs which.
     """
 
     def __init__(
@@ -72,6 +74,7 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         multiscale: bool = False,
         multiscale_sizes: Sequence[int] | None = None,
         multiscale_seed: int | None = 0,
+        skip_bad_images: bool = False,
     ) -> None:
         super().__init__()
         if root is None or str(root) in ("", "???"):
@@ -106,6 +109,7 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         self.multiscale_seed = require_int(seed, "data.multiscale_seed", 0)
         if self.multiscale and augmentation is not None:
             augmentation.at_size(image_size)  # fails early for a preset that cannot change size
+        self.skip_bad_images = bool(skip_bad_images)
         self.class_names: list[str] = []
         self._datasets: dict[str, Dataset] = {}
 
@@ -135,6 +139,17 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         """Images per class in the training split: int64 tensor (num_classes,), from labels only."""
         labels = torch.as_tensor(list(self._labels("train")), dtype=torch.int64)
         return torch.bincount(labels, minlength=self.num_classes)
+
+    def has_split(self, split: str) -> bool:
+        """Whether the dataset has images for ``split`` (default: every split exists)."""
+        return split in SPLITS
+
+    def check_images(self, splits: Sequence[str] = SPLITS) -> None:
+        """Find unreadable image files of ``splits`` before they are used (see ``skip_bad_images``).
+
+        The default checks nothing: datasets whose files are checked otherwise (Flowers-102 comes from a
+        checksummed archive) accept ``skip_bad_images`` but are not scanned.
+        """
 
     def _check_split(self, split: str) -> str:
         if split not in SPLITS:

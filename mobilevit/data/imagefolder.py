@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.utilities import rank_zero_only
 from torchvision.datasets import ImageFolder
-from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from mobilevit.data.base import SPLITS, ImageClassificationDataModule, Transform
+from mobilevit.data.images import IMAGE_EXTENSIONS, is_image_file, load_image, non_image_files, scan_images
 from mobilevit.errors import UserInputError
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS: tuple[str, ...] = tuple(sorted(IMAGE_EXTENSIONS))
+# Splits whose images are scanned when setup() prepares a stage; fit also scans the split that test() serves.
+SCANNED_SPLITS: dict[str | None, tuple[str, ...]] = {
+    "fit": ("train", "val"),
+    "validate": ("val",),
+    "test": (),
+    "predict": (),
+    None: SPLITS,
+}
 
 
 def list_class_folders(folder: Path) -> list[str]:
@@ -19,31 +35,53 @@ def list_class_folders(folder: Path) -> list[str]:
 
 class ClassListImageFolder(ImageFolder):
     """``ImageFolder`` whose label indices come from a given class list (the train split's),
-    so that a val/test folder missing some classes still gets the same label numbering."""
+    so that a val/test folder missing some classes still gets the same label numbering.
 
-    def __init__(self, root: str | Path, classes: list[str], **kwargs) -> None:
+    Images are read with :func:`mobilevit.data.images.load_image` (upright RGB); files in ``exclude`` are
+    left out.
+    """
+
+    def __init__(self, root: str | Path, classes: list[str], exclude: Collection[Path] = (), **kwargs: Any) -> None:
         self._fixed_classes = list(classes)
-        super().__init__(str(root), **kwargs)
+        super().__init__(str(root), loader=load_image, is_valid_file=is_image_file, **kwargs)
+        if exclude:
+            self.samples = [sample for sample in self.samples if Path(sample[0]) not in exclude]
+            self.imgs = self.samples
+            self.targets = [target for _, target in self.samples]
 
     def find_classes(self, directory: str | Path) -> tuple[list[str], dict[str, int]]:
         return self._fixed_classes, {name: index for index, name in enumerate(self._fixed_classes)}
+
+
+@rank_zero_only
+def _log_warning(message: str) -> None:
+    log.warning(message)
 
 
 class ImageFolderDataModule(ImageClassificationDataModule):
     """Images in class folders: ``<root>/train/<class>/*``, ``<root>/val/<class>/*`` and an
     optional ``<root>/test/<class>/*``. Class names (and label order) are the sorted train/
     folder names. Other arguments: see :class:`ImageClassificationDataModule`.
+
+    Before a stage uses a split, :meth:`check_images` scans its image files (once): unreadable ones (truncated,
+    empty, not an image at all) stop the run with one error listing them, or are left out with
+    ``skip_bad_images=True``. Files without an image extension are left out and logged.
     """
 
     def __init__(self, root: str | Path, **kwargs: Any) -> None:
         super().__init__(root, **kwargs)
         self.class_names = self._discover_classes()
+        self.bad_images: dict[Path, str] = {}  # unreadable files found so far -> reason
+        self._scanned: set[str] = set()
 
     def _layout_hint(self) -> str:
         return (
             f"Expected layout: {self.root}/train/<class>/<image>, {self.root}/val/<class>/<image> "
             f"and optionally {self.root}/test/<class>/<image> (set data.root)."
         )
+
+    def has_split(self, split: str) -> bool:
+        return split in SPLITS and (self.root / split).is_dir()
 
     def _split_folder(self, split: str) -> Path:
         folder = self.root / split
@@ -75,22 +113,82 @@ class ImageFolderDataModule(ImageClassificationDataModule):
                 f"Every val/test class must also be a train class (train classes: {classes})."
             )
 
-    def _make_dataset(self, split: str, transform: Transform | None) -> ClassListImageFolder:
+    def _image_folder(self, split: str, transform: Transform | None) -> ClassListImageFolder:
         folder = self._split_folder(split)
         if split != "train":
             self._check_known_classes(split, self.class_names)
         try:
             # val/test may lack a few classes; an empty train class is an error.
             dataset = ClassListImageFolder(
-                folder, self.class_names, transform=transform, allow_empty=split != "train"
+                folder, self.class_names, exclude=self.bad_images, transform=transform, allow_empty=split != "train"
             )
         except FileNotFoundError as error:
             raise UserInputError(
                 f"Could not read the {split} images under {folder}: {error} "
-                f"Supported extensions: {', '.join(IMG_EXTENSIONS)}."
+                f"Supported extensions: {', '.join(EXTENSIONS)}."
             ) from error
         if len(dataset) == 0:
-            raise UserInputError(
-                f"{folder} contains no images (supported extensions: {', '.join(IMG_EXTENSIONS)})."
-            )
+            raise UserInputError(f"{folder} contains no images (supported extensions: {', '.join(EXTENSIONS)}).")
         return dataset
+
+    def _make_dataset(self, split: str, transform: Transform | None) -> ClassListImageFolder:
+        return self._image_folder(split, transform)
+
+    def check_images(self, splits: Sequence[str] = SPLITS) -> None:
+        """Scan the image files of ``splits`` that exist and were not scanned yet (decoding every file: a
+        1/8-scale decode for JPEGs, a chunk check for PNGs; in threads).
+
+        Unreadable files raise one :class:`UserInputError` that lists every one of them, unless
+        ``skip_bad_images`` is set: then they are logged and left out of the datasets. Files without an image
+        extension in the class folders are logged (never read).
+        """
+        todo = [split for split in dict.fromkeys(splits) if split not in self._scanned and self.has_split(split)]
+        if not todo:
+            return
+        started = time.perf_counter()
+        files = [Path(path) for split in todo for path, _ in self._image_folder(split, None).samples]
+        bad = scan_images(files)
+        self._scanned.update(todo)
+        log.info("Checked %d image files of %s in %.2f s.", len(files), "/".join(todo), time.perf_counter() - started)
+        self._report_non_images(todo)
+        if not bad:
+            return
+        if not self.skip_bad_images:
+            raise UserInputError(
+                f"{self._describe(bad)}: fix or delete them, or set data.skip_bad_images=true to train without "
+                f"them.\n{self._listing(bad)}"
+            )
+        _log_warning(f"data.skip_bad_images=true: leaving out {self._describe(bad)}.\n{self._listing(bad)}")
+        self.bad_images.update(bad)
+        for split in todo:  # built before the scan (e.g. by class_counts()): rebuild without the bad files
+            self._datasets.pop(split, None)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Scan the images this stage needs (and the split ``test()`` serves), then build the datasets."""
+        extra = (self.split,) if stage in ("fit", "test", "predict") else ()
+        self.check_images((*SCANNED_SPLITS.get(stage, ()), *extra))
+        super().setup(stage)
+
+    def _describe(self, bad: dict[Path, str]) -> str:
+        return f"{len(bad)} unreadable image file{'s' if len(bad) != 1 else ''} under data.root={self.root}"
+
+    def _listing(self, files: dict[Path, str] | Iterable[Path]) -> str:
+        reasons = files if isinstance(files, dict) else dict.fromkeys(files, "")
+        return "\n".join(
+            f"  {self._relative(path)}{': ' + reason if reason else ''}" for path, reason in reasons.items()
+        )
+
+    def _relative(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(self.root))
+        except ValueError:
+            return str(path)
+
+    def _report_non_images(self, splits: Sequence[str]) -> None:
+        folders = [self.root / split / name for split in splits for name in self.class_names]
+        others = non_image_files(folder for folder in folders if folder.is_dir())
+        if others:
+            _log_warning(
+                f"Left out {len(others)} file{'s' if len(others) != 1 else ''} without an image extension "
+                f"({', '.join(EXTENSIONS)}) in the class folders of {self.root}:\n{self._listing(others)}"
+            )

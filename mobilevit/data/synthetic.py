@@ -177,6 +177,9 @@ class SyntheticDataModule(ImageFolderDataModule):
         # Same order ImageFolder gives the generated folders: sorted names.
         return sorted(self.shapes)
 
+    def has_split(self, split: str) -> bool:
+        return split in SPLITS  # every split is generated
+
     @property
     def manifest(self) -> dict:
         """Everything that determines the generated files."""

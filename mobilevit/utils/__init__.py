@@ -4,6 +4,7 @@ from mobilevit.utils.instantiators import instantiate_callbacks, instantiate_log
 from mobilevit.utils.lr_scheduler import WarmupCosineLR
 from mobilevit.utils.precision import cpu_supports_bf16, fast_precision
 from mobilevit.utils.run import (
+    ddp_children_share_dirs,
     display_path,
     exit_on_user_error,
     find_user_error,
@@ -16,6 +17,7 @@ from mobilevit.utils.run import (
 __all__ = [
     "WarmupCosineLR",
     "cpu_supports_bf16",
+    "ddp_children_share_dirs",
     "display_path",
     "exit_on_user_error",
     "fast_precision",

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.text import Text
@@ -101,3 +103,24 @@ def display_path(path: str | Path) -> str:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+
+
+@contextlib.contextmanager
+def ddp_children_share_dirs() -> Iterator[None]:
+    """While active, the processes that Lightning starts for the other DDP ranks write into this run's folders.
+
+    Lightning starts them by re-running the script with ``sys.argv`` plus ``hydra.run.dir=<this run's dir>``
+    (``_hydra_subprocess_cmd``), which covers a single run. In a multirun (``-m``) every child re-runs the whole
+    sweep, as Lightning intends (each rank runs the same program, job after job), but Hydra would give each child a
+    sweep folder of its own, named after its own start time. So while active, ``sys.argv`` also pins
+    ``hydra.sweep.dir`` to this sweep's folder: every rank writes job N into the same ``<sweep dir>/N``.
+    """
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        yield
+        return
+    saved_argv = sys.argv
+    sys.argv = [*saved_argv, f'hydra.sweep.dir="{HydraConfig.get().sweep.dir}"']
+    try:
+        yield
+    finally:
+        sys.argv = saved_argv

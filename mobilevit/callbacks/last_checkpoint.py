@@ -1,0 +1,41 @@
+"""``checkpoints/last.ckpt``: the state to resume from, after every epoch and optionally every N steps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from mobilevit.errors import UserInputError
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """A :class:`ModelCheckpoint` that keeps one file (``filename``, e.g. ``last``), rewritten after every epoch
+    (after validation) and, with ``every_n_train_steps=N``, also after every N-th optimizer step, so a crash
+    loses at most N steps of work.
+
+    Lightning's own ``every_n_train_steps`` replaces the per-epoch save instead of adding to it; here both
+    happen (the step save is skipped on the last batch of an epoch, whose epoch-end save follows at once).
+    Other arguments: :class:`ModelCheckpoint`'s.
+    """
+
+    def __init__(self, *args: Any, every_n_train_steps: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        steps = every_n_train_steps
+        if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
+            raise UserInputError(
+                "callbacks.last_checkpoint.every_n_train_steps must be null (after every epoch only) or an integer "
+                f">= 1, got {every_n_train_steps!r}."
+            )
+        self.save_every_n_train_steps: int = every_n_train_steps or 0
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        every = self.save_every_n_train_steps
+        last_batch = batch_idx + 1 >= trainer.num_training_batches
+        due = every and trainer.global_step % every == 0 and not last_batch
+        if due and not self._should_skip_saving_checkpoint(trainer):
+            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))

@@ -1,0 +1,144 @@
+"""Reliability, security: files from outside load with weights_only=True (a pickled object is refused with a clear
+error by evaluate, predict, resume and model.pretrained), and no code path downloads anything but the dataset."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FAST_TRAIN, ROOT, TINY_SYNTHETIC, user_error
+from torchvision.datasets import Flowers102
+
+from evaluate import evaluate
+from mobilevit.data.flowers102 import FLOWERS102_URL
+from mobilevit.models import create_model
+from mobilevit.predict import Classifier
+from train import train
+
+SOURCES = sorted([*(ROOT / "mobilevit").rglob("*.py"), ROOT / "train.py", ROOT / "evaluate.py"])
+
+
+class Payload:
+    """Unpickling this object (without weights_only) runs ``Path.touch(marker)``: proof that code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return pathlib.Path.touch, (self.marker,)
+
+
+@pytest.fixture
+def malicious_checkpoint(tmp_path: Path) -> tuple[Path, Path]:
+    """A checkpoint-shaped file whose hyper-parameters hold a pickled object with a side effect."""
+    marker = tmp_path / "code_ran"
+    checkpoint = {
+        "state_dict": create_model("mobilevit_xxs", num_classes=3).state_dict(),
+        "hyper_parameters": {"cfg": {"model": {}, "data": {}}, "num_classes": 3, "evil": Payload(marker)},
+        "global_step": 0,
+    }
+    path = tmp_path / "evil.ckpt"
+    torch.save(checkpoint, path)
+    return path, marker
+
+
+def test_pickled_objects_in_checkpoints_are_refused(malicious_checkpoint, make_cfg) -> None:
+    path, marker = malicious_checkpoint
+    quick = [*TINY_SYNTHETIC, *FAST_TRAIN, "model=mobilevit_xxs", "logger=none", "test=false"]
+    messages = {
+        "evaluate": user_error(evaluate, make_cfg([f"ckpt_path={path}"], config_name="eval")),
+        "predict": user_error(Classifier, path),
+        "resume": user_error(train, make_cfg([*quick, f"ckpt_path={path}"])),
+        "pretrained": user_error(train, make_cfg([*quick, f"model.pretrained={path}"])),
+    }
+    expected = (
+        f"Refusing to load checkpoint '{path}': it holds pickled Python objects (Unsupported global: GLOBAL getattr), "
+        "and checkpoints are only read with torch.load(weights_only=True)"
+    )
+    for entry in ("evaluate", "predict", "resume"):
+        assert messages[entry].startswith(expected) and len(messages[entry].splitlines()) == 1, messages[entry]
+    # model.pretrained (mobilevit/models/pretrained.py) words it its own way, with PyTorch's explanation.
+    assert messages["pretrained"].startswith(f"model.pretrained: cannot load {path} with weights_only=True")
+    assert not marker.exists()  # nothing was unpickled
+
+
+def test_targets_stored_in_a_checkpoint_cannot_name_other_code(checkpoint_with_cfg, make_cfg, tmp_path: Path) -> None:
+    """A checkpoint holds only plain containers (so weights_only=True reads it) but its run config is instantiated by
+    evaluate.py and predict: a ``_target_`` there naming other code, at the top or nested, is refused."""
+    marker = tmp_path / "code_ran"
+    opener = {"_target_": "builtins.open", "_args_": [str(marker), "w"]}
+    crafted = {
+        "data": {"data": opener},
+        "model": {"model": {**opener, "name": "mobilevit_xxs"}},
+        "nested": {"data": {"_target_": "mobilevit.data.SyntheticDataModule", "root": opener}},
+    }
+    for name, change in crafted.items():
+        path = checkpoint_with_cfg(name, change)
+        for message in (
+            user_error(evaluate, make_cfg([f"ckpt_path={path}"], config_name="eval")),
+            user_error(Classifier, path),
+        ):
+            assert message.startswith(f"Refusing checkpoint '{path}': its stored run config names code"), message
+            assert "builtins.open" in message
+    assert not marker.exists()
+
+
+@pytest.fixture
+def checkpoint_with_cfg(tmp_path: Path):
+    """``make(name, {"model"|"data": config})`` -> a weights_only-safe checkpoint whose run config has that section."""
+
+    def make(name: str, change: dict) -> Path:
+        cfg = {
+            "model": {"_target_": "mobilevit.models.create_model", "name": "mobilevit_xxs"},
+            "data": {"_target_": "mobilevit.data.SyntheticDataModule", "root": str(tmp_path / "data")},
+            **change,
+        }
+        path = tmp_path / f"{name}.ckpt"
+        state = {f"net.{k}": v for k, v in create_model("mobilevit_xxs", num_classes=3).state_dict().items()}
+        torch.save({"state_dict": state, "hyper_parameters": {"cfg": cfg, "num_classes": 3}}, path)
+        assert torch.load(path, weights_only=True)  # plain containers: weights_only alone does not stop it
+        return path
+
+    return make
+
+
+def test_every_torch_load_uses_weights_only() -> None:
+    loads = [
+        (str(source.relative_to(ROOT)), call.lineno, {kw.arg: ast.unparse(kw.value) for kw in call.keywords})
+        for source in SOURCES
+        for call in ast.walk(ast.parse(source.read_text()))
+        if isinstance(call, ast.Call) and ast.unparse(call.func) == "torch.load"
+    ]
+    assert len(loads) >= 3, "torch.load calls not found: the check is broken"
+    unsafe = [(file, line) for file, line, keywords in loads if keywords.get("weights_only") != "True"]
+    assert not unsafe, f"torch.load without weights_only=True: {unsafe}"
+
+
+# Network access in the source tree: only the Flowers-102 download through torchvision is allowed.
+NETWORK = re.compile(
+    r"\b(urllib|requests|httpx|aiohttp|http\.client|socket|urlopen|urlretrieve|torch\.hub|download_url|"
+    r"download_and_extract_archive|load_state_dict_from_url|hf_hub_download|huggingface_hub|from_pretrained|"
+    r"pretrained=True|download=True)\b|https?://"
+)
+ALLOWED = {
+    (
+        "mobilevit/data/flowers102.py",
+        'Flowers102, "_download_url_prefix", "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/"',
+    ),
+    ("mobilevit/data/flowers102.py", 'Flowers102(str(self.root), split="train", download=True)'),
+}
+
+
+def test_nothing_is_downloaded_but_the_dataset_from_torchvision() -> None:
+    found = set()
+    for source in SOURCES:
+        for line in source.read_text().splitlines():
+            if NETWORK.search(line):
+                found.add((str(source.relative_to(ROOT)), line.strip()))
+    assert found == ALLOWED, f"network access outside the Flowers-102 download: {sorted(found - ALLOWED)}"
+    assert FLOWERS102_URL == Flowers102._download_url_prefix  # torchvision's official URL
+    assert FLOWERS102_URL.startswith("https://www.robots.ox.ac.uk/")
