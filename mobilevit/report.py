@@ -145,7 +145,7 @@ def markdown_table(summaries: Sequence[dict[str, Any]]) -> str:
 
 def plot_results(summaries: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """Test top-1 against parameters and against batch-1 latency, one labelled point per run."""
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
     for axis, key, label in (
         (axes[0], "params", "parameters (millions)"),
         (axes[1], "latency_ms", "batch-1 latency, fast path (ms)"),
@@ -155,9 +155,11 @@ def plot_results(summaries: Sequence[dict[str, Any]], path: str | Path) -> Path:
             y = 100 * summary["metrics"].get("test/acc", float("nan"))
             axis.scatter(x, y, s=40)
             axis.annotate(
-                f"{summary['experiment']}\n{summary['model']} @ {summary['image_size']}px",
+                f"{summary['experiment']} ({summary['protocol']})\n"
+                f"{summary['model']} @ {summary['image_size']}px",
                 (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7,
             )  # fmt: skip
+        axis.margins(x=0.35, y=0.15)  # room for the labels
         axis.set_xlabel(label)
         axis.grid(alpha=0.3)
     axes[0].set_ylabel("test top-1 (%)")
