@@ -7,11 +7,13 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
+from PIL import Image
 
 import mobilevit.utils  # noqa: F401  (registers the ${fast_precision:} config resolver)
 
@@ -141,3 +143,13 @@ def user_error(call: Callable[..., object], *args: object) -> str:
     error = find_user_error(info.value)
     assert error is not None, f"not a UserInputError: {info.value!r}"
     return str(error)
+
+
+def upright_image() -> Image.Image:
+    """An asymmetric 48x32 image whose orientation is visible: red top half with a green block at the top left,
+    blue bottom half (for EXIF-rotation checks)."""
+    pixels = np.zeros((32, 48, 3), dtype=np.uint8)
+    pixels[:16] = (220, 30, 30)
+    pixels[16:] = (30, 30, 220)
+    pixels[:8, :12] = (30, 220, 30)
+    return Image.fromarray(pixels)

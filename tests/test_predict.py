@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FAST_TRAIN, ROOT, TINY_SYNTHETIC, compose_config, subprocess_env
+from conftest import FAST_TRAIN, ROOT, TINY_SYNTHETIC, compose_config, subprocess_env, upright_image
 from PIL import Image
 from rich.console import Console
 
@@ -44,15 +44,6 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory, shared_data_dir: Path) 
     return Path(objects["best_ckpt"])
 
 
-def _upright() -> Image.Image:
-    """An asymmetric 48x32 image: red top half with a green block at the top left, blue bottom half."""
-    pixels = np.zeros((32, 48, 3), dtype=np.uint8)
-    pixels[:16] = (220, 30, 30)
-    pixels[16:] = (30, 30, 220)
-    pixels[:8, :12] = (30, 220, 30)
-    return Image.fromarray(pixels)
-
-
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One image per mode/format Pillow commonly yields, in nested folders, plus unreadable and non-image files."""
@@ -72,7 +63,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shape.save(root / "nested" / "deeper" / "image.webp", quality=90)
     gradient = (np.arange(48 * 48, dtype=np.uint32).reshape(48, 48) * 28).astype(np.uint16)  # 0..64484
     Image.fromarray(gradient).save(root / "gray16.png")
-    upright = _upright()
+    upright = upright_image()
     upright.save(root / "upright.jpg", quality=95)
     # Stored rotated 90 degrees counter-clockwise; EXIF orientation 6 says "rotate 90 clockwise to display".
     exif = Image.Exif()

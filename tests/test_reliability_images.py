@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FAST_TRAIN
+from conftest import FAST_TRAIN, upright_image
 from PIL import Image
 
 from mobilevit.data import ImageFolderDataModule, load_image, scan_images
@@ -21,19 +21,10 @@ from train import train
 BIG = 8000  # side of the very large image
 
 
-def _upright() -> Image.Image:
-    """48x32, red top half with a green block at the top left, blue bottom half: its orientation is visible."""
-    pixels = np.zeros((32, 48, 3), dtype=np.uint8)
-    pixels[:16] = (220, 30, 30)
-    pixels[16:] = (30, 30, 220)
-    pixels[:8, :12] = (30, 220, 30)
-    return Image.fromarray(pixels)
-
-
 def _write_odd_images(folder: Path) -> dict[str, tuple[int, int]]:
     """One readable image per odd case; returns file name -> expected (width, height) after loading."""
     folder.mkdir(parents=True, exist_ok=True)
-    base = _upright()
+    base = upright_image()
     base.convert("CMYK").save(folder / "cmyk.jpg", quality=90)
     base.convert("L").save(folder / "gray.png")
     palette = base.convert("P", palette=Image.Palette.ADAPTIVE, colors=8)
