@@ -89,7 +89,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     del checkpoint
 
     trainer: L.Trainer = hydra.utils.instantiate(
-        cfg.trainer, logger=False, callbacks=[RichProgressBar()], enable_checkpointing=False, enable_model_summary=False
+        cfg.trainer,
+        logger=False,
+        callbacks=[RichProgressBar()] if cfg.trainer.get("enable_progress_bar", True) else [],
+        enable_checkpointing=False,
+        enable_model_summary=False,
     )
     if trainer.world_size > 1:
         raise UserInputError("evaluate.py runs on a single device: use trainer=cpu, trainer=gpu or trainer=default.")

@@ -17,7 +17,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, WeightAveraging
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, WeightAveraging
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
@@ -142,6 +142,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     loggers = instantiate_loggers(cfg.get("logger"))
     if not loggers:  # nothing to write learning rates to (Lightning would refuse the monitor)
         callbacks = [callback for callback in callbacks if not isinstance(callback, LearningRateMonitor)]
+    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a progress bar callback then
+        callbacks = [callback for callback in callbacks if not isinstance(callback, ProgressBar)]
     # A multi-scale data module shards its own batches: Lightning must not replace its sampler.
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer,

@@ -6,7 +6,7 @@
 ``inputs`` is an image file, a directory (searched recursively for image files), a glob pattern (quote it
 so the shell leaves it alone) or a list of these (``inputs=[a.jpg,more/]``). Any format and mode Pillow
 reads is accepted (grayscale, RGBA, CMYK, palette, 16-bit, WebP, ...): EXIF orientation is applied,
-transparent areas become white, and the checkpoint's evaluation transform (image_size, crop_pct) is used.
+transparent areas become white, and the checkpoint's evaluation transform (eval_image_size or image_size, crop_pct) is used.
 Unreadable files are reported and skipped. Writes ``output`` (CSV, one row per file and rank); exit code
 0 when at least one image was classified, 1 when none could be read, 2 for a usage error.
 """
@@ -108,7 +108,8 @@ class Classifier:
         self.class_names: list[str] = list(
             classifier.hparams.get("class_names") or map(str, range(classifier.num_classes))
         )
-        self.transform = eval_transform(int(data_cfg["image_size"]), float(data_cfg.get("crop_pct", 0.9)))
+        image_size = int(data_cfg.get("eval_image_size") or data_cfg["image_size"])
+        self.transform = eval_transform(image_size, float(data_cfg.get("crop_pct", 0.9)))
 
     @torch.inference_mode()
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:

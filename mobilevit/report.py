@@ -76,15 +76,17 @@ def write_run_summary(
 ) -> Path:
     """Write ``<output_dir>/summary.json``: what was trained, on what, for how long, and how well."""
     image_size = int(run_cfg["data"]["image_size"])
+    eval_image_size = int(run_cfg["data"].get("eval_image_size") or image_size)
     summary = {
         "experiment": experiment or "-",
         "model": run_cfg["model"].get("name"),
         "params": sum(p.numel() for p in net.parameters()),
         "protocol": _protocol(run_cfg["data"]),
         "image_size": image_size,
+        "eval_image_size": eval_image_size,
         "epochs": epochs,
         "wall_time_s": wall_time_s,
-        "latency_ms": measure_latency_ms(net, image_size, device),
+        "latency_ms": measure_latency_ms(net, eval_image_size, device),
         "precision": run_cfg["trainer"].get("precision"),
         "metrics": metrics,
         "machine": machine_info(device),
@@ -116,6 +118,11 @@ def _percent(value: float | None) -> str:
     return "-" if value is None or math.isnan(value) else f"{100 * value:.1f} %"
 
 
+def _resolution(summary: dict[str, Any]) -> str:
+    train, test = summary["image_size"], summary.get("eval_image_size", summary["image_size"])
+    return f"{train} px" if train == test else f"{train} px (test {test})"
+
+
 def table_row(summary: dict[str, Any]) -> list[str]:
     """The table's cells for one run."""
     metrics = summary["metrics"]
@@ -125,7 +132,7 @@ def table_row(summary: dict[str, Any]) -> list[str]:
         summary["model"],
         f"{summary['params'] / 1e6:.2f} M",
         summary["protocol"],
-        f"{summary['image_size']} px",
+        _resolution(summary),
         str(summary["epochs"]),
         f"{summary['wall_time_s'] / 60:.1f} min",
         machine_label(summary["machine"]),
@@ -156,7 +163,7 @@ def plot_results(summaries: Sequence[dict[str, Any]], path: str | Path) -> Path:
             axis.scatter(x, y, s=40)
             axis.annotate(
                 f"{summary['experiment']} ({summary['protocol']})\n"
-                f"{summary['model']} @ {summary['image_size']}px",
+                f"{summary['model']} @ {_resolution(summary)}",
                 (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7,
             )  # fmt: skip
         axis.margins(x=0.35, y=0.15)  # room for the labels
@@ -165,7 +172,8 @@ def plot_results(summaries: Sequence[dict[str, Any]], path: str | Path) -> Path:
     axes[0].set_ylabel("test top-1 (%)")
     machines = sorted({machine_label(summary["machine"]) for summary in summaries})
     dates = sorted(summary["finished"][:10] for summary in summaries)
-    figure.suptitle(f"Flowers-102 runs, {dates[0]}..{dates[-1]}, measured on {'; '.join(machines)}", fontsize=9)
+    when = dates[0] if dates[0] == dates[-1] else f"{dates[0]}..{dates[-1]}"
+    figure.suptitle(f"Flowers-102 runs, {when}, measured on {'; '.join(machines)}", fontsize=9)
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -43,7 +43,6 @@ TINY_SYNTHETIC = [
 FAST_TRAIN = [
     "trainer=cpu",
     "trainer.precision=32-true",
-    "callbacks.rich_progress_bar=null",
     "callbacks.rich_model_summary=null",
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",

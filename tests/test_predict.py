@@ -195,6 +195,15 @@ def test_predict_uses_the_checkpoints_eval_transform_and_fused_model(images: Pat
         Classifier(checkpoint, device="cpu", precision="fp8")
 
 
+def test_predict_uses_the_runs_eval_image_size(images: Path, checkpoint: Path, tmp_path: Path) -> None:
+    stored = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    stored["hyper_parameters"]["cfg"]["data"]["eval_image_size"] = 64
+    torch.save(stored, tmp_path / "eval64.ckpt")
+    classifier = Classifier(tmp_path / "eval64.ckpt", device="cpu", precision="32")
+    image = load_image(images / "upright.jpg")
+    assert torch.equal(classifier.transform(image), eval_transform(64, 0.9)(image))
+
+
 def test_predict_rejects_bad_settings(make_cfg, checkpoint: Path, images: Path) -> None:
     base = [f"ckpt_path={checkpoint}", f"inputs={images / 'rgb.jpg'}"]
     with pytest.raises(UserInputError, match="topk"):

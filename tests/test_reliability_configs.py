@@ -86,6 +86,7 @@ def test_bad_value_exits_2_with_one_line(script: str, args: list[str], expected:
         ("optimizer.lr=fast", r"optimizer.lr must be a number > 0 \(e.g. 1e-3\), got 'fast'."),
         ("data.batch_size=0", r"data.batch_size must be an integer >= 1, got 0."),
         ("data.image_size=16", r"data.image_size must be an integer >= 32 \(MobileViT downsamples by 32\), got 16."),
+        ("data.eval_image_size=8", r"data.eval_image_size must be an integer >= 32 or null \(= data.image_size\), got 8."),
         ("trainer.gradient_clip_val=-1", r"trainer.gradient_clip_val must be null \(no clipping\) or a number >= 0"),
         ("trainer.gradient_clip_algorithm=max", r"trainer.gradient_clip_algorithm must be one of \['norm', 'value'\]"),
         ("data.split=train", r"data.split must be one of \['test', 'val'\], got 'train'."),

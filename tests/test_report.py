@@ -16,13 +16,16 @@ from train import train
 
 def test_training_writes_a_summary_that_the_report_tabulates_and_plots(make_cfg, tmp_path: Path, capsys) -> None:
     runs = []
-    for name, model in (("a", "mobilevit_xxs"), ("b", "mobilevitv2_050")):
-        cfg = make_cfg(
-            [*TINY_SYNTHETIC, *FAST_TRAIN, f"model={model}", "trainer.max_epochs=2", "logger=none"], run_name=name
-        )
+    for name, model, eval_size in (("a", "mobilevit_xxs", 32), ("b", "mobilevitv2_050", 64)):
+        overrides = [f"model={model}", "trainer.max_epochs=2", "logger=none", f"data.eval_image_size={eval_size}"]
+        cfg = make_cfg([*TINY_SYNTHETIC, *FAST_TRAIN, *overrides], run_name=name)
         metrics, objects = train(cfg)
         summary = json.loads((Path(cfg.paths.output_dir) / "summary.json").read_text())
         assert summary["model"] == model and summary["image_size"] == 32 and summary["epochs"] == 2
+        assert summary["eval_image_size"] == eval_size
+        datamodule = objects["datamodule"]
+        assert next(iter(datamodule.train_dataloader()))[0].shape[-2:] == (32, 32)
+        assert next(iter(datamodule.val_dataloader()))[0].shape[-2:] == (eval_size, eval_size)
         assert summary["params"] == sum(p.numel() for p in objects["model"].net.parameters())
         assert summary["metrics"]["test/acc"] == pytest.approx(metrics["test/acc"])
         assert summary["latency_ms"] > 0 and summary["wall_time_s"] > 0 and summary["protocol"] == "SyntheticDataModule"
@@ -35,7 +38,8 @@ def test_training_writes_a_summary_that_the_report_tabulates_and_plots(make_cfg,
     assert lines[0] == "| " + " | ".join(COLUMNS) + " |" and len(lines) == 2 + len(runs)
     for line, summary in zip(lines[2:], runs, strict=True):  # oldest first
         cells = [cell.strip() for cell in line.strip("|").split("|")]
-        assert cells[1] == summary["model"] and cells[4] == "32 px" and cells[5] == "2"
+        resolution = "32 px" if summary["eval_image_size"] == 32 else "32 px (test 64)"
+        assert cells[1] == summary["model"] and cells[4] == resolution and cells[5] == "2"
         assert cells[7] == machine_label(summary["machine"])
         assert cells[9] == f"{100 * summary['metrics']['test/acc']:.1f} %"
         assert cells[10] == f"{summary['metrics']['test/f1']:.3f}"

@@ -47,12 +47,15 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         pin_memory: pin host memory for faster GPU transfer (only used when CUDA is available).
         persistent_workers: keep workers alive between epochs (only effective if num_workers > 0).
         split: split served by ``test_dataloader()``: "test" or "val".
-        crop_pct: evaluation resize ratio; images are resized to image_size / crop_pct, then
+        crop_pct: evaluation resize ratio; images are resized to eval_image_size / crop_pct, then
             center-cropped.
+        eval_image_size: side length for validation, test and prediction; None uses ``image_size``.
+            After random-resized-crop training a larger test size usually scores better (the
+            train-test resolution discrepancy, Touvron et al. 2019).
         augmentation: training augmentation preset (per-image transform and optional batch transform,
             e.g. MixUp/CutMix); None trains on evaluation-transformed images.
         multiscale: train with variable resolution and batch size (see :mod:`mobilevit.data.sampler`);
-            validation and test stay at ``image_size``.
+            validation and test stay at ``eval_image_size``.
         multiscale_sizes: training resolutions; None derives them from ``image_size``
             (256 -> 160, 192, 256, 288, 320).
         multiscale_seed: seed of the multi-scale index shuffle and resolution order (same on all ranks).
@@ -70,6 +73,7 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         persistent_workers: bool = True,
         split: str = "test",
         crop_pct: float = 0.9,
+        eval_image_size: int | None = None,
         augmentation: Augmentation | None = None,
         multiscale: bool = False,
         multiscale_sizes: Sequence[int] | None = None,
@@ -98,7 +102,8 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         self.persistent_workers = bool(persistent_workers)
         self.split = split
         self.crop_pct = crop_pct
-        self.eval_transform: Transform = eval_transform(image_size, crop_pct)
+        self.eval_image_size = image_size if eval_image_size is None else eval_image_size
+        self.eval_transform: Transform = eval_transform(self.eval_image_size, crop_pct)
         self.augmentation = augmentation
         self.train_transform: Transform = augmentation.image if augmentation is not None else self.eval_transform
         self.multiscale = bool(multiscale)

@@ -140,112 +140,11 @@ def _random_resized_crop(
     image_size: int, scale: Sequence[float], ratio: Sequence[float], interpolation: str
 ) -> v2.RandomResizedCrop:
     return v2.RandomResizedCrop(
-        _check_image_size(image_size),
+        image_size,
         scale=_range(scale, "augmentation.scale", 0.0, 1.0),
         ratio=_range(ratio, "augmentation.ratio", 0.0, math.inf),
         interpolation=_interpolation(interpolation),
         antialias=True,
-    )
-
-
-def basic_transform(
-    image_size: int,
-    scale: Sequence[float] = (0.08, 1.0),
-    hflip_prob: float = 0.5,
-    ratio: Sequence[float] = (3.0 / 4.0, 4.0 / 3.0),
-    interpolation: str = "bilinear",
-) -> v2.Compose:
-    """Random resized crop + random horizontal flip (the ``basic`` preset's image transform)."""
-    return v2.Compose(
-        [
-            v2.RGB(),
-            _random_resized_crop(image_size, scale, ratio, interpolation),
-            v2.RandomHorizontalFlip(p=_probability(hflip_prob, "augmentation.hflip_prob")),
-            *_to_float_tensor(),
-        ]
-    )
-
-
-def seed_transform(
-    image_size: int,
-    rescale: Sequence[float] = (1.0, 1.25),
-    hflip_prob: float = 0.5,
-    vflip_prob: float = 0.5,
-    brightness: float = 0.1,
-    contrast: Sequence[float] = (0.9, 1.1),
-    saturation: Sequence[float] = (0.95, 1.05),
-    hue: float = 0.05,
-    interpolation: str = "bilinear",
-) -> v2.Compose:
-    """Rescale the shorter side to a random ``rescale`` x image_size, random crop, flips, colour jitter
-    (the ``seed`` preset's image transform)."""
-    _check_image_size(image_size)
-    low, high = _range(rescale, "augmentation.rescale", 1.0, 4.0, include_low=True)
-    if not 0.0 <= float(hue) <= 0.5:
-        raise UserInputError(f"augmentation.hue must be in [0, 0.5], got {hue!r}.")
-    return v2.Compose(
-        [
-            v2.RGB(),
-            # Shorter side to a random integer in [low, high] x image_size (max_size is exclusive).
-            v2.RandomResize(
-                math.ceil(low * image_size),
-                math.floor(high * image_size) + 1,
-                interpolation=_interpolation(interpolation),
-                antialias=True,
-            ),
-            v2.RandomCrop(image_size),
-            v2.RandomHorizontalFlip(p=_probability(hflip_prob, "augmentation.hflip_prob")),
-            v2.RandomVerticalFlip(p=_probability(vflip_prob, "augmentation.vflip_prob")),
-            v2.ColorJitter(
-                brightness=_non_negative(brightness, "augmentation.brightness"),
-                contrast=_range(contrast, "augmentation.contrast", 0.0, math.inf, include_low=True),
-                saturation=_range(saturation, "augmentation.saturation", 0.0, math.inf, include_low=True),
-                hue=float(hue),
-            ),
-            *_to_float_tensor(),
-        ]
-    )
-
-
-def strong_transform(
-    image_size: int,
-    scale: Sequence[float] = (0.08, 1.0),
-    ratio: Sequence[float] = (3.0 / 4.0, 4.0 / 3.0),
-    hflip_prob: float = 0.5,
-    interpolation: str = "bilinear",
-    auto_augment: str = "trivialaugment",
-    randaugment_num_ops: int = 2,
-    randaugment_magnitude: int = 9,
-    random_erase_prob: float = 0.25,
-) -> v2.Compose:
-    """Random resized crop, flip, TrivialAugmentWide or RandAugment (on uint8), RandomErasing (on the
-    float tensor): the ``strong`` preset's image transform."""
-    if auto_augment == "trivialaugment":
-        policy = [v2.TrivialAugmentWide(interpolation=_interpolation(interpolation))]
-    elif auto_augment == "randaugment":
-        policy = [
-            v2.RandAugment(
-                num_ops=int(randaugment_num_ops),
-                magnitude=int(randaugment_magnitude),
-                interpolation=_interpolation(interpolation),
-            )
-        ]
-    elif auto_augment in ("none", None):
-        policy = []
-    else:
-        raise UserInputError(f"augmentation.auto_augment must be one of {list(AUTO_AUGMENT)}, got {auto_augment!r}.")
-    return v2.Compose(
-        [
-            v2.RGB(),
-            _random_resized_crop(image_size, scale, ratio, interpolation),
-            v2.RandomHorizontalFlip(p=_probability(hflip_prob, "augmentation.hflip_prob")),
-            v2.ToImage(),  # uint8 tensor: the auto-augment policies are defined on [0, 255]
-            *policy,
-            v2.ToDtype(torch.float32, scale=True),
-            # Erased pixels become 0 (black), so the output stays in [0, 1].
-            v2.RandomErasing(p=_probability(random_erase_prob, "augmentation.random_erase_prob"), value=0.0),
-            v2.ToPureTensor(),
-        ]
     )
 
 
@@ -368,21 +267,30 @@ class Augmentation:
         return self.image_at(size)
 
 
-def _preset(
-    build: Callable[..., ImageTransform],
-    image_size: int,
-    batch: Callable[[int], BatchTransform] | None = None,
-    **options: Any,
-) -> Augmentation:
-    image_at = functools.partial(build, **options)
-    return Augmentation(image=image_at(_check_image_size(image_size)), batch=batch, image_at=image_at)
+def _image_transform(preset: Callable[..., Augmentation], size: int, **options: Any) -> ImageTransform:
+    return preset(size, **options).image
 
 
+def _resizable(preset: Callable[..., Augmentation]) -> Callable[..., Augmentation]:
+    """Decorator: the preset's :class:`Augmentation` gets ``image_at``, the same preset built at another
+    size (a picklable partial, so multi-scale dataloader workers can rebuild it)."""
+
+    @functools.wraps(preset)
+    def build(image_size: int, **options: Any) -> Augmentation:
+        augmentation = preset(_check_image_size(image_size), **options)
+        augmentation.image_at = functools.partial(_image_transform, build, **options)
+        return augmentation
+
+    return build
+
+
+@_resizable
 def no_augmentation(image_size: int, crop_pct: float = 0.9) -> Augmentation:
     """The ``none`` preset: training images get the evaluation transform (resize + center crop)."""
-    return _preset(eval_transform, image_size, crop_pct=crop_pct)
+    return Augmentation(image=eval_transform(image_size, crop_pct))
 
 
+@_resizable
 def basic_augmentation(
     image_size: int,
     scale: Sequence[float] = (0.08, 1.0),
@@ -399,11 +307,18 @@ def basic_augmentation(
         ratio: range of the crop aspect ratio.
         interpolation: resampling used to resize the crop ("bilinear", "bicubic" or "nearest").
     """
-    return _preset(
-        basic_transform, image_size, scale=scale, hflip_prob=hflip_prob, ratio=ratio, interpolation=interpolation
+    image = v2.Compose(
+        [
+            v2.RGB(),
+            _random_resized_crop(image_size, scale, ratio, interpolation),
+            v2.RandomHorizontalFlip(p=_probability(hflip_prob, "augmentation.hflip_prob")),
+            *_to_float_tensor(),
+        ]
     )
+    return Augmentation(image=image)
 
 
+@_resizable
 def seed_augmentation(
     image_size: int,
     rescale: Sequence[float] = (1.0, 1.25),
@@ -427,20 +342,35 @@ def seed_augmentation(
         hue: hue shift drawn from ``[-hue, hue]`` (fraction of the hue circle, <= 0.5).
         interpolation: resampling of the rescale.
     """
-    return _preset(
-        seed_transform,
-        image_size,
-        rescale=rescale,
-        hflip_prob=hflip_prob,
-        vflip_prob=vflip_prob,
-        brightness=brightness,
-        contrast=contrast,
-        saturation=saturation,
-        hue=hue,
-        interpolation=interpolation,
+    low, high = _range(rescale, "augmentation.rescale", 1.0, 4.0, include_low=True)
+    if not 0.0 <= float(hue) <= 0.5:
+        raise UserInputError(f"augmentation.hue must be in [0, 0.5], got {hue!r}.")
+    image = v2.Compose(
+        [
+            v2.RGB(),
+            # Shorter side to a random integer in [low, high] x image_size (max_size is exclusive).
+            v2.RandomResize(
+                math.ceil(low * image_size),
+                math.floor(high * image_size) + 1,
+                interpolation=_interpolation(interpolation),
+                antialias=True,
+            ),
+            v2.RandomCrop(image_size),
+            v2.RandomHorizontalFlip(p=_probability(hflip_prob, "augmentation.hflip_prob")),
+            v2.RandomVerticalFlip(p=_probability(vflip_prob, "augmentation.vflip_prob")),
+            v2.ColorJitter(
+                brightness=_non_negative(brightness, "augmentation.brightness"),
+                contrast=_range(contrast, "augmentation.contrast", 0.0, math.inf, include_low=True),
+                saturation=_range(saturation, "augmentation.saturation", 0.0, math.inf, include_low=True),
+                hue=float(hue),
+            ),
+            *_to_float_tensor(),
+        ]
     )
+    return Augmentation(image=image)
 
 
+@_resizable
 def strong_augmentation(
     image_size: int,
     scale: Sequence[float] = (0.08, 1.0),
@@ -460,19 +390,30 @@ def strong_augmentation(
 
     Per image: random resized crop, horizontal flip, ``auto_augment`` ("trivialaugment":
     TrivialAugmentWide, "randaugment": RandAugment(randaugment_num_ops, randaugment_magnitude), or
-    "none"), RandomErasing with probability ``random_erase_prob``. Per training batch: MixUp
-    (``mixup_alpha``) or CutMix (``cutmix_alpha``), see :class:`MixUpCutMix` (``mix_prob`` is its ``prob``).
+    "none") on uint8, then RandomErasing with probability ``random_erase_prob`` on the float tensor.
+    Per training batch: MixUp (``mixup_alpha``) or CutMix (``cutmix_alpha``), see :class:`MixUpCutMix`
+    (``mix_prob`` is its ``prob``).
     """
-    return _preset(
-        strong_transform,
-        image_size,
-        batch=MixUpCutMix(mixup_alpha, cutmix_alpha, mix_prob, cutmix_prob),
-        scale=scale,
-        ratio=ratio,
-        hflip_prob=hflip_prob,
-        interpolation=interpolation,
-        auto_augment=auto_augment,
-        randaugment_num_ops=randaugment_num_ops,
-        randaugment_magnitude=randaugment_magnitude,
-        random_erase_prob=random_erase_prob,
+    mode = _interpolation(interpolation)
+    if auto_augment == "trivialaugment":
+        policy = [v2.TrivialAugmentWide(interpolation=mode)]
+    elif auto_augment == "randaugment":
+        policy = [v2.RandAugment(num_ops=int(randaugment_num_ops), magnitude=int(randaugment_magnitude), interpolation=mode)]
+    elif auto_augment in ("none", None):
+        policy = []
+    else:
+        raise UserInputError(f"augmentation.auto_augment must be one of {list(AUTO_AUGMENT)}, got {auto_augment!r}.")
+    image = v2.Compose(
+        [
+            v2.RGB(),
+            _random_resized_crop(image_size, scale, ratio, interpolation),
+            v2.RandomHorizontalFlip(p=_probability(hflip_prob, "augmentation.hflip_prob")),
+            v2.ToImage(),  # uint8 tensor: the auto-augment policies are defined on [0, 255]
+            *policy,
+            v2.ToDtype(torch.float32, scale=True),
+            # Erased pixels become 0 (black), so the output stays in [0, 1].
+            v2.RandomErasing(p=_probability(random_erase_prob, "augmentation.random_erase_prob"), value=0.0),
+            v2.ToPureTensor(),
+        ]
     )
+    return Augmentation(image=image, batch=MixUpCutMix(mixup_alpha, cutmix_alpha, mix_prob, cutmix_prob))

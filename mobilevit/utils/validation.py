@@ -63,13 +63,14 @@ def _data_problems(data: DictConfig | None, optional: bool = False) -> Iterator[
     """Problems of ``data.*``; with ``optional`` (evaluate.py's overrides) null means "keep the stored value"."""
     if not data:
         return
-    checks = (
-        ("batch_size", 1, ""),
-        ("image_size", MIN_IMAGE_SIZE, " (MobileViT downsamples by 32)"),
-        ("num_workers", 0, ""),
+    checks = (  # key, minimum, why, null allowed
+        ("batch_size", 1, "", optional),
+        ("image_size", MIN_IMAGE_SIZE, " (MobileViT downsamples by 32)", optional),
+        ("eval_image_size", MIN_IMAGE_SIZE, " or null (= data.image_size)", True),
+        ("num_workers", 0, "", optional),
     )
-    for key, minimum, why in checks:
-        if key not in data or (optional and data.get(key) is None):
+    for key, minimum, why, nullable in checks:
+        if key not in data or (nullable and data.get(key) is None):
             continue
         problem = _int_problem(f"data.{key}", data.get(key), minimum, why)
         if problem:
