@@ -50,8 +50,8 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         crop_pct: evaluation resize ratio; images are resized to eval_image_size / crop_pct, then
             center-cropped.
         eval_image_size: side length for validation, test and prediction; None uses ``image_size``.
-            After random-resized-crop training a larger test size usually scores better (the
-            train-test resolution discrepancy, Touvron et al. 2019).
+            After random-resized-crop training a larger test size can score better (the train-test
+            resolution discrepancy, Touvron et al. 2019); check on val.
         augmentation: training augmentation preset (per-image transform and optional batch transform,
             e.g. MixUp/CutMix); None trains on evaluation-transformed images.
         multiscale: train with variable resolution and batch size (see :mod:`mobilevit.data.sampler`);
