@@ -76,13 +76,11 @@ def available_presets() -> list[str]:
 
 
 def load_preset(name: str, img_size: int) -> Transform:
-    """Instantiate ``configs/augmentation/<name>.yaml`` with ``image_size=img_size``."""
+    """``configs/augmentation/<name>.yaml`` (a size-free preset) built at ``img_size``."""
     preset = OmegaConf.load(AUGMENTATION_DIR / f"{name}.yaml")
-    if "image_size" in preset:
-        preset.image_size = img_size
-    # Other ${data.*} interpolations in a preset resolve against these values.
+    # ${data.*} interpolations in a preset resolve against these values.
     root = OmegaConf.create({"data": {"image_size": img_size, "crop_pct": CROP_PCT}, "augmentation": preset})
-    return instantiate(root.augmentation)
+    return instantiate(root.augmentation)(img_size)
 
 
 def check_flowers(root: Path) -> None:

@@ -13,7 +13,8 @@ from torch.utils.data import default_collate
 
 from mobilevit.data import (
     Augmentation,
-    MixUpCutMix,
+    AugmentationPreset,
+    MixUpCutMixSettings,
     SyntheticDataModule,
     basic_augmentation,
     eval_transform,
@@ -38,7 +39,7 @@ def _preset_from_yaml(name: str, image_size: int, **overrides) -> Augmentation:
     preset = OmegaConf.load(CONFIGS / "augmentation" / f"{name}.yaml")
     preset.merge_with(overrides)
     root = OmegaConf.create({"data": {"image_size": image_size, "crop_pct": 0.9}, "augmentation": preset})
-    return instantiate(root.augmentation)
+    return instantiate(root.augmentation)(image_size)
 
 
 def _check(x: torch.Tensor, size: int) -> None:
@@ -61,7 +62,7 @@ def test_preset_output_shape_dtype_range(name: str) -> None:
     for image in images:
         for _ in range(3):
             _check(preset(image), 32)
-        _check(preset.at_size(48)(image), 48)  # multi-scale builds the same recipe at another size
+        _check(PRESETS[name](48)(image), 48)  # multi-scale builds the same recipe at another size
 
 
 def test_yaml_presets_match_the_recipes() -> None:
@@ -157,7 +158,7 @@ def test_strong_random_erasing_and_policies_vary() -> None:
 def test_mixup_cutmix_soft_targets() -> None:
     torch.manual_seed(0)
     images, targets = torch.rand(8, 3, 16, 16), torch.arange(8) % 5
-    for settings in (MixUpCutMix(), MixUpCutMix(cutmix_alpha=0.0), MixUpCutMix(mixup_alpha=0.0, cutmix_prob=1.0)):
+    for settings in (MixUpCutMixSettings(), MixUpCutMixSettings(cutmix_alpha=0.0), MixUpCutMixSettings(mixup_alpha=0.0, cutmix_prob=1.0)):
         mixed_any = False
         for _ in range(5):
             out_images, soft = settings(5)(images, targets)
@@ -166,7 +167,7 @@ def test_mixup_cutmix_soft_targets() -> None:
             mixed_any |= bool((soft.max(1).values < 1).any())
         assert mixed_any
     # prob 0: never mixed, but still probabilities (one-hot), so every batch has the same target type.
-    out_images, soft = MixUpCutMix(prob=0.0)(5)(images, targets)
+    out_images, soft = MixUpCutMixSettings(prob=0.0)(5)(images, targets)
     assert torch.equal(out_images, images) and torch.equal(soft.argmax(1), targets) and soft.max() == 1
 
 
@@ -200,7 +201,7 @@ def synthetic_root(tmp_path_factory) -> Path:
     return root
 
 
-def _datamodule(root: Path, augmentation: Augmentation | None, **kwargs) -> SyntheticDataModule:
+def _datamodule(root: Path, augmentation: AugmentationPreset | None, **kwargs) -> SyntheticDataModule:
     args = dict(num_classes=4, train_per_class=6, val_per_class=3, test_per_class=3, source_size=40)
     args.update(image_size=32, batch_size=8, num_workers=0)
     return SyntheticDataModule(root, augmentation=augmentation, **{**args, **kwargs})
@@ -208,7 +209,7 @@ def _datamodule(root: Path, augmentation: Augmentation | None, **kwargs) -> Synt
 
 def test_strong_gives_soft_targets_through_train_dataloader(synthetic_root: Path) -> None:
     torch.manual_seed(0)
-    dm = _datamodule(synthetic_root, strong_augmentation(32))
+    dm = _datamodule(synthetic_root, strong_augmentation)
     dm.setup("fit")
     batches = list(dm.train_dataloader())
     assert len(batches) == 3
@@ -218,13 +219,13 @@ def test_strong_gives_soft_targets_through_train_dataloader(synthetic_root: Path
         torch.testing.assert_close(targets.sum(1), torch.ones(8))
     assert any((targets.max(1).values < 0.999).any() for _, targets in batches)  # mixed, not one-hot
     # Without a batch transform the targets stay class indices.
-    _, targets = next(iter(_datamodule(synthetic_root, seed_augmentation(32)).train_dataloader()))
+    _, targets = next(iter(_datamodule(synthetic_root, seed_augmentation).train_dataloader()))
     assert targets.dtype == torch.int64 and targets.shape == (8,)
 
 
 @pytest.mark.parametrize("name", ["none", "basic", "seed", "strong"])
 def test_val_and_test_loaders_are_never_augmented(synthetic_root: Path, name: str) -> None:
-    dm = _datamodule(synthetic_root, PRESETS[name](32), split="val")
+    dm = _datamodule(synthetic_root, PRESETS[name], split="val")
     dm.setup()
     plain = eval_transform(32, crop_pct=dm.crop_pct)
     for loader in (dm.val_dataloader(), dm.test_dataloader(), dm.dataloader("test")):

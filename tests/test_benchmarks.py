@@ -92,6 +92,6 @@ def test_data_pipeline_missing_dataset_exits_cleanly(tmp_path: Path) -> None:
 def test_presets_instantiate_at_requested_size(preset: str) -> None:
     from PIL import Image
 
-    transform = data_pipeline.load_preset(preset, 24)
+    transform = data_pipeline.load_preset(preset, 32)
     image = transform(Image.new("RGB", (40, 30), (200, 100, 50)))
-    assert tuple(image.shape) == (3, 24, 24)
+    assert tuple(image.shape) == (3, 32, 32)

@@ -371,11 +371,13 @@ def _config(data: str, augmentation: str, data_dir: Path, **data_overrides):
 def test_configs_instantiate(tmp_path: Path, augmentation: str) -> None:
     cfg = _config("synthetic", augmentation, tmp_path, num_workers=0)
     preset = instantiate(cfg.augmentation)
-    assert isinstance(preset, Augmentation)
-    _check_image_tensor(preset(Image.new("RGB", (70, 90))), cfg.data.image_size)
-    assert (preset.batch is not None) == (augmentation == "strong")
+    built = preset(cfg.data.image_size)
+    assert isinstance(built, Augmentation)
+    _check_image_tensor(built(Image.new("RGB", (70, 90))), cfg.data.image_size)
+    assert (built.batch is not None) == (augmentation == "strong")
     dm = instantiate(cfg.data, augmentation=preset)
-    assert isinstance(dm, SyntheticDataModule) and dm.augmentation is preset and dm.train_transform is preset.image
+    assert isinstance(dm, SyntheticDataModule) and dm.augmentation is preset
+    _check_image_tensor(dm.train_transform(48)(Image.new("RGB", (70, 90))), 48)
     assert dm.root == tmp_path / "synthetic" and dm.num_classes == 6
     assert not dm.multiscale and not dm.uses_custom_sampler and dm.multiscale_seed == 0  # no root `seed` key here
 

@@ -98,7 +98,7 @@ def test_datamodule_multiscale_loaders(tmp_path: Path) -> None:
     dm = SyntheticDataModule(
         tmp_path / "synthetic", num_classes=3, train_per_class=12, val_per_class=4, test_per_class=2,
         source_size=48, image_size=48, batch_size=4, multiscale=True, multiscale_sizes=[32, 48, 64],
-        augmentation=basic_augmentation(48),
+        augmentation=basic_augmentation,
     )  # fmt: skip
     assert dm.uses_custom_sampler and dm.multiscale_sizes == [32, 48, 64]
     dm.setup("fit")
@@ -132,10 +132,10 @@ def test_eval_loaders_sharded_by_the_datamodule_under_ddp(tmp_path: Path, monkey
     assert not set(seen[0]) & set(seen[1]) and sorted(seen[0] + seen[1]) == list(range(10))
 
 
-def test_multiscale_needs_a_resizable_augmentation(tmp_path: Path) -> None:
-    fixed = Augmentation(image=basic_augmentation(32).image)  # no image_at factory
-    with pytest.raises(UserInputError, match="data.multiscale=true"):
-        SyntheticDataModule(tmp_path, multiscale=True, augmentation=fixed)
+def test_augmentation_must_be_a_size_free_preset(tmp_path: Path) -> None:
+    built = basic_augmentation(32)  # an Augmentation built at one size, not the preset itself
+    with pytest.raises(UserInputError, match="augmentation must be a configs/augmentation preset"):
+        SyntheticDataModule(tmp_path, multiscale=True, augmentation=built)
     with pytest.raises(UserInputError, match="data.multiscale_seed"):
         SyntheticDataModule(tmp_path, multiscale=True, multiscale_seed=-1)
 

@@ -4,7 +4,7 @@ Data modules (all LightningDataModules sharing the arguments of ImageClassificat
 Flowers102DataModule (official or seeded stratified Oxford Flowers-102 splits), ImageFolderDataModule
 (``<root>/{train,val[,test]}/<class>/*``) and SyntheticDataModule (generated shapes dataset).
 ``load_image`` reads every image file (upright RGB) and ``scan_images`` finds unreadable ones before training.
-Augmentation presets (``none``, ``basic``, ``seed``, ``strong``) build an :class:`Augmentation`.
+Augmentation presets (``none``, ``basic``, ``seed``, ``strong``) are size-free: ``preset(size)`` builds an :class:`Augmentation`.
 """
 
 from mobilevit.data.base import EVAL_SPLITS, SPLITS, ImageClassificationDataModule
@@ -16,7 +16,9 @@ from mobilevit.data.splits import stratified_split
 from mobilevit.data.synthetic import SyntheticDataModule
 from mobilevit.data.transforms import (
     Augmentation,
-    MixUpCutMix,
+    AugmentationPreset,
+    MixUpCutMixSettings,
+    MixUpOrCutMix,
     basic_augmentation,
     eval_transform,
     no_augmentation,
@@ -31,10 +33,12 @@ __all__ = [
     "SPLITS",
     "SPLIT_PROTOCOLS",
     "Augmentation",
+    "AugmentationPreset",
     "Flowers102DataModule",
     "ImageClassificationDataModule",
     "ImageFolderDataModule",
-    "MixUpCutMix",
+    "MixUpCutMixSettings",
+    "MixUpOrCutMix",
     "MultiScaleBatchSampler",
     "MultiScaleDataset",
     "SyntheticDataModule",

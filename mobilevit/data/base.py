@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -13,9 +14,29 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from mobilevit.data.sampler import MultiScaleBatchSampler, MultiScaleDataset, resolve_multiscale_sizes
-from mobilevit.data.transforms import Augmentation, BatchTransform, BatchTransformCollate, eval_transform
+from mobilevit.data.cache import DecodedImageCache, TransformedDataset
+from mobilevit.data.resolution import ResolutionSchedule
+from mobilevit.data.sampler import (
+    MultiScaleBatchSampler,
+    MultiScaleDataset,
+    default_multiscale_sizes,
+    resolve_multiscale_sizes,
+    scaled_batch_size,
+)
+from mobilevit.data.transforms import (
+    AugmentationPreset,
+    BatchTransform,
+    BatchTransformCollate,
+    augmentation_image,
+    check_augmentation_preset,
+    check_image_size,
+    eval_resize_size,
+    eval_transform,
+)
 from mobilevit.errors import UserInputError
+from mobilevit.utils.budget import training_progress
+
+log = logging.getLogger(__name__)
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 # Splits that test_dataloader() may serve (config key ``data.split``).
@@ -34,7 +55,10 @@ def require_int(value: Any, key: str, minimum: int, maximum: int | None = None) 
 
 
 class ImageClassificationDataModule(L.LightningDataModule, ABC):
-    """Base data module: shared arguments, transforms and dataloaders.
+    """Base data module: shared arguments, transforms and dataloaders; the one owner of every image size.
+
+    The training size at each step comes from here (``image_size``, ``resolution_schedule``, ``multiscale``), and
+    the augmentation preset is built at that size (``augmentation(size)``); evaluation uses ``eval_image_size``.
 
     Subclasses set ``self.class_names`` in ``__init__`` (cheap: no image decoding) and
     implement :meth:`_make_dataset`.
@@ -52,8 +76,8 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         eval_image_size: side length for validation, test and prediction; None uses ``image_size``.
             After random-resized-crop training a larger test size can score better (the train-test
             resolution discrepancy, Touvron et al. 2019); check on val.
-        augmentation: training augmentation preset (per-image transform and optional batch transform,
-            e.g. MixUp/CutMix); None trains on evaluation-transformed images.
+        augmentation: size-free training augmentation preset, ``size -> Augmentation`` (per-image transform and
+            optional batch transform, e.g. MixUp/CutMix); None trains on evaluation-transformed images.
         multiscale: train with variable resolution and batch size (see :mod:`mobilevit.data.sampler`);
             validation and test stay at ``eval_image_size``.
         multiscale_sizes: training resolutions; None derives them from ``image_size``
@@ -61,6 +85,13 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         multiscale_seed: seed of the multi-scale index shuffle and resolution order (same on all ranks).
         skip_bad_images: what to do with image files that :meth:`check_images` finds unreadable: False stops
             with one error that lists them all, True trains without them and logs which.
+        resolution_schedule: progressive resizing, ``[[fraction, size], ...]`` (see
+            :class:`mobilevit.data.resolution.ResolutionSchedule`): the training size from that fraction of the
+            training budget on, with the batch size scaled to hold the pixels of ``batch_size`` images at
+            ``image_size``. None trains at ``image_size`` throughout.
+        cache_images: decode every image once into shared memory (:class:`mobilevit.data.cache.DecodedImageCache`),
+            with its shorter side capped at twice the largest training size (so random-resized crops down to a
+            quarter of the image keep their detail) and at least the evaluation resize.
     """
 
     def __init__(
@@ -74,11 +105,13 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         split: str = "test",
         crop_pct: float = 0.9,
         eval_image_size: int | None = None,
-        augmentation: Augmentation | None = None,
+        augmentation: AugmentationPreset | None = None,
         multiscale: bool = False,
         multiscale_sizes: Sequence[int] | None = None,
         multiscale_seed: int | None = 0,
         skip_bad_images: bool = False,
+        resolution_schedule: Sequence[Sequence[Any]] | None = None,
+        cache_images: bool = False,
     ) -> None:
         super().__init__()
         if root is None or str(root) in ("", "???"):
@@ -87,33 +120,36 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
             )
         if split not in EVAL_SPLITS:
             raise UserInputError(f"data.split must be one of {list(EVAL_SPLITS)}, got {split!r}.")
-        if augmentation is not None and not isinstance(augmentation, Augmentation):
-            raise UserInputError(
-                f"augmentation must be a configs/augmentation preset (mobilevit.data.transforms.Augmentation), "
-                f"got {type(augmentation).__name__}."
-            )
         require_int(batch_size, "data.batch_size", 1)
         require_int(num_workers, "data.num_workers", 0)
         self.root = Path(root).expanduser()
-        self.image_size = image_size
+        self.image_size = check_image_size(image_size)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = bool(pin_memory)
         self.persistent_workers = bool(persistent_workers)
         self.split = split
         self.crop_pct = crop_pct
-        self.eval_image_size = image_size if eval_image_size is None else eval_image_size
+        self.eval_image_size = image_size if eval_image_size is None else check_image_size(
+            eval_image_size, "data.eval_image_size"
+        )
         self.eval_transform: Transform = eval_transform(self.eval_image_size, crop_pct)
         self.augmentation = augmentation
-        self.train_transform: Transform = augmentation.image if augmentation is not None else self.eval_transform
+        if augmentation is not None:
+            check_augmentation_preset(augmentation, image_size)
+        self.resolution_schedule = ResolutionSchedule.from_config(resolution_schedule)
         self.multiscale = bool(multiscale)
+        if self.multiscale and self.resolution_schedule is not None and multiscale_sizes is not None:
+            raise UserInputError(
+                "data.multiscale_sizes cannot be combined with data.resolution_schedule: with a schedule the "
+                "multi-scale sizes follow the scheduled size; set data.multiscale_sizes=null."
+            )
         self.multiscale_sizes: list[int] = (
             resolve_multiscale_sizes(image_size, multiscale_sizes) if self.multiscale else []
         )
         seed = 0 if multiscale_seed is None else multiscale_seed
         self.multiscale_seed = require_int(seed, "data.multiscale_seed", 0)
-        if self.multiscale and augmentation is not None:
-            augmentation.at_size(image_size)  # fails early for a preset that cannot change size
+        self.cache_images = bool(cache_images)
         self.skip_bad_images = bool(skip_bad_images)
         self.class_names: list[str] = []
         self._datasets: dict[str, Dataset] = {}
@@ -161,25 +197,89 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
             raise UserInputError(f"Unknown split {split!r}; valid splits: {list(SPLITS)}.")
         return split
 
-    def _train_transform_at(self) -> Callable[[int], Transform]:
-        """``size -> training transform`` for multi-scale (picklable for dataloader workers)."""
+    def train_transform(self, size: int) -> Transform:
+        """The per-image training transform at ``size``: the augmentation preset built at that size, or the
+        evaluation transform without one."""
         if self.augmentation is not None:
-            return self.augmentation.at_size
+            return augmentation_image(self.augmentation, size)
+        return eval_transform(size, self.crop_pct)
+
+    def _train_transform_at(self) -> Callable[[int], Transform]:
+        """``size -> training transform`` (picklable for dataloader workers)."""
+        if self.augmentation is not None:
+            return functools.partial(augmentation_image, self.augmentation)
         return functools.partial(eval_transform, crop_pct=self.crop_pct)
+
+    def training_sizes(self) -> list[int]:
+        """Every size a training batch can have (schedule and multi-scale included), ascending."""
+        bases = self.resolution_schedule.sizes if self.resolution_schedule is not None else [self.image_size]
+        if not self.multiscale:
+            return sorted(set(bases))
+        return sorted({size for base in bases for size in self._multiscale_sizes_at(base)})
+
+    def _multiscale_sizes_at(self, size: int) -> list[int]:
+        if self.resolution_schedule is None:
+            return self.multiscale_sizes
+        return default_multiscale_sizes(size)
+
+    def train_size(self) -> int:
+        """The training size of the coming epoch: ``image_size``, or the schedule's size at the training progress
+        of the attached Trainer (0 without one)."""
+        if self.resolution_schedule is None:
+            return self.image_size
+        progress = training_progress(self.trainer, within_epoch=False) if self.trainer is not None else 0.0
+        return self.resolution_schedule.size_at(progress)
+
+    def train_batch_size(self, size: int) -> int:
+        """Batch size at ``size``: ``batch_size`` x (image_size / size)^2 with a schedule, else ``batch_size``."""
+        if self.resolution_schedule is None:
+            return self.batch_size
+        return scaled_batch_size(self.batch_size, self.image_size, size)
+
+    @property
+    def reloads_train_dataloader(self) -> bool:
+        """Whether the training dataloader must be rebuilt every epoch (its size follows a schedule): build the
+        Trainer with ``reload_dataloaders_every_n_epochs=1`` then."""
+        return self.resolution_schedule is not None
+
+    def cache_short_side(self) -> int:
+        """Shorter side of cached images: twice the largest training size, at least the evaluation resize."""
+        return max(2 * max(self.training_sizes()), eval_resize_size(self.eval_image_size, self.crop_pct))
+
+    def raw_dataset(self, split: str) -> Dataset:
+        """Untransformed images of ``split`` (PIL, or uint8 tensors from the decoded-image cache), built once."""
+        key = f"raw/{self._check_split(split)}"
+        if key not in self._datasets:
+            dataset = self._make_dataset(split, None)
+            if self.cache_images:
+                dataset = DecodedImageCache(dataset, self.cache_short_side())
+            self._datasets[key] = dataset
+        return self._datasets[key]
+
+    def forget_datasets(self, split: str) -> None:
+        """Drop every dataset built for ``split`` (e.g. after its file list changed), raw images included."""
+        for key in [key for key in self._datasets if key.split("@")[0].removeprefix("raw/") == split]:
+            del self._datasets[key]
 
     def dataset(self, split: str) -> Dataset:
         """The dataset of ``split`` (built once, then cached); training split uses the train transform.
 
-        With multi-scale, the training dataset is a :class:`MultiScaleDataset` indexed by (index, size).
+        With multi-scale, the training dataset is a :class:`MultiScaleDataset` indexed by (index, size). With a
+        resolution schedule it is rebuilt at the current :meth:`train_size` (the raw images are kept).
         """
         self._check_split(split)
-        if split not in self._datasets:
+        key = f"train@{self.train_size()}" if split == "train" else split
+        if key not in self._datasets:
             if split == "train" and self.multiscale:
-                dataset = MultiScaleDataset(self._make_dataset(split, None), self._train_transform_at())
+                dataset = MultiScaleDataset(self.raw_dataset(split), self._train_transform_at())
             else:
-                dataset = self._make_dataset(split, self.train_transform if split == "train" else self.eval_transform)
-            self._datasets[split] = dataset
-        return self._datasets[split]
+                transform = self.train_transform(self.train_size()) if split == "train" else self.eval_transform
+                if self.cache_images:
+                    dataset = TransformedDataset(self.raw_dataset(split), transform)
+                else:
+                    dataset = self._make_dataset(split, transform)
+            self._datasets[key] = dataset
+        return self._datasets[key]
 
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets needed for ``stage`` ("fit", "validate", "test", "predict" or None)."""
@@ -204,9 +304,8 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
     @functools.cached_property
     def batch_transform(self) -> BatchTransform | None:
         """The augmentation's batch transform bound to this dataset's class count (None without one)."""
-        if self.augmentation is None or self.augmentation.batch is None:
-            return None
-        return self.augmentation.batch(self.num_classes)
+        batch = self.augmentation(self.image_size).batch if self.augmentation is not None else None
+        return batch(self.num_classes) if batch is not None else None
 
     def dataloader(self, split: str, shuffle: bool | None = None) -> DataLoader:
         """DataLoader over ``split``; shuffles only the training split unless ``shuffle`` says otherwise.
@@ -218,6 +317,10 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         dataset = self.dataset(split)
         is_train = split == "train"
         shuffle = is_train if shuffle is None else shuffle
+        size = self.train_size() if is_train else self.eval_image_size
+        batch_size = self.train_batch_size(size) if is_train else self.batch_size
+        if is_train and self.resolution_schedule is not None:
+            log.info("Training at %d px, batch size %d (data.resolution_schedule).", size, batch_size)
         options: dict[str, Any] = dict(
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
@@ -232,15 +335,15 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
             )
             if is_train:
                 batch_sampler = MultiScaleBatchSampler(
-                    sampler, self.multiscale_sizes, self.image_size, self.batch_size, seed=self.multiscale_seed
+                    sampler, self._multiscale_sizes_at(size), size, batch_size, seed=self.multiscale_seed
                 )
                 return DataLoader(dataset, batch_sampler=batch_sampler, **options)
         num_samples = len(sampler) if sampler is not None else len(dataset)
         # A final training batch of one sample breaks BatchNorm in train mode: drop it.
-        drop_last = is_train and num_samples > self.batch_size and num_samples % self.batch_size == 1
+        drop_last = is_train and num_samples > batch_size and num_samples % batch_size == 1
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
+            batch_size=batch_size,
             shuffle=shuffle if sampler is None else None,
             sampler=sampler,
             drop_last=drop_last,

@@ -161,7 +161,7 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         _log_warning(f"data.skip_bad_images=true: leaving out {self._describe(bad)}.\n{self._listing(bad)}")
         self.bad_images.update(bad)
         for split in todo:  # built before the scan (e.g. by class_counts()): rebuild without the bad files
-            self._datasets.pop(split, None)
+            self.forget_datasets(split)
 
     def setup(self, stage: str | None = None) -> None:
         """Scan the images this stage needs (and the split ``test()`` serves), then build the datasets."""

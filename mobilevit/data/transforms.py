@@ -8,13 +8,14 @@ reference pipeline feeds [0, 1] images to the network.
 Geometric and colour ops run before the conversion to float, so on uint8 / PIL data bicubic
 overshoot is clamped and the output stays in [0, 1].
 
-Each ``configs/augmentation/*.yaml`` builds an :class:`Augmentation` with one of the preset
-functions below (``none``, ``basic``, ``seed``, ``strong``).
+Each ``configs/augmentation/*.yaml`` is a size-free preset: a partial of one of the preset functions
+below (``none``, ``basic``, ``seed``, ``strong``) with its options bound. The data module, which owns
+every image size, calls it per size (``preset(image_size) -> Augmentation``), as torchvision's reference
+``ClassificationPresetTrain(crop_size=...)`` does.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,11 +30,14 @@ from mobilevit.errors import UserInputError
 __all__ = [
     "AUTO_AUGMENT",
     "Augmentation",
+    "AugmentationPreset",
     "BatchTransform",
     "BatchTransformCollate",
     "ImageTransform",
-    "MixUpCutMix",
+    "MixUpCutMixSettings",
+    "MixUpOrCutMix",
     "basic_augmentation",
+    "check_augmentation_preset",
     "eval_resize_size",
     "eval_transform",
     "no_augmentation",
@@ -53,12 +57,15 @@ _INTERPOLATIONS = {
 AUTO_AUGMENT: tuple[str, ...] = ("trivialaugment", "randaugment", "none")  # augmentation.auto_augment
 
 
+MIN_IMAGE_SIZE = 32  # the networks' output stride: smaller images have no 1x1 last feature map
+
 # ----------------------------------------------------------------------------- argument checks
 
 
-def _check_image_size(image_size: int) -> int:
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise UserInputError(f"image_size must be a positive integer (pixels), got {image_size!r}.")
+def check_image_size(image_size: int, key: str = "data.image_size") -> int:
+    """``image_size`` if it is an integer >= 32 (pixels), else a UserInputError naming config ``key``."""
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE:
+        raise UserInputError(f"{key} must be an integer >= {MIN_IMAGE_SIZE} (pixels), got {image_size!r}.")
     return image_size
 
 
@@ -119,7 +126,7 @@ def eval_transform(
     Resizes the shorter side to ``floor(image_size / crop_pct)`` (antialiased), center-crops
     ``image_size`` x ``image_size`` and converts to float32 in [0, 1].
     """
-    _check_image_size(image_size)
+    check_image_size(image_size)
     if not 0.0 < float(crop_pct) <= 1.0:
         raise UserInputError(f"crop_pct must be in (0, 1] (e.g. data.crop_pct=0.9), got {crop_pct!r}.")
     return v2.Compose(
@@ -183,7 +190,7 @@ class MixUpOrCutMix:
 
 
 @dataclass(frozen=True)
-class MixUpCutMix:
+class MixUpCutMixSettings:
     """Settings of batch-level MixUp / CutMix; calling it with the class count builds the batch
     transform (:class:`MixUpOrCutMix`). An alpha of 0 disables that method.
 
@@ -224,32 +231,22 @@ class BatchTransformCollate:
 
 
 class Augmentation:
-    """A training augmentation preset: what every ``configs/augmentation/*.yaml`` builds.
+    """A training augmentation preset built for one image size: what ``preset(image_size)`` returns.
 
     Attributes:
         image: per-sample transform, image -> float32 (3, image_size, image_size) in [0, 1].
         batch: optional factory ``num_classes -> batch transform``. The data module binds its class
             count and applies the result to every collated training batch ``(images, targets)``,
             which turns int64 targets (B,) into float probabilities (B, num_classes) (MixUp/CutMix).
-        image_at: optional factory ``size -> per-sample transform`` that builds ``image`` for another
-            output size; multi-scale training (``data.multiscale``) needs it.
 
-    Calling the preset applies ``image``, so it also works wherever a plain transform is expected.
-    (A plain class, not a dataclass: ``hydra.utils.instantiate(cfg.data, augmentation=preset)`` would
-    turn a dataclass argument into a config node.)
+    Calling it applies ``image``, so it also works wherever a plain transform is expected.
     """
 
-    __slots__ = ("batch", "image", "image_at")
+    __slots__ = ("batch", "image")
 
-    def __init__(
-        self,
-        image: ImageTransform,
-        batch: Callable[[int], BatchTransform] | None = None,
-        image_at: Callable[[int], ImageTransform] | None = None,
-    ) -> None:
+    def __init__(self, image: ImageTransform, batch: Callable[[int], BatchTransform] | None = None) -> None:
         self.image = image
         self.batch = batch
-        self.image_at = image_at
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(image={self.image!r}, batch={self.batch!r})"
@@ -257,40 +254,35 @@ class Augmentation:
     def __call__(self, image: Any) -> torch.Tensor:
         return self.image(image)
 
-    def at_size(self, size: int) -> ImageTransform:
-        """The per-sample transform producing ``size`` x ``size`` images."""
-        if self.image_at is None:
-            raise UserInputError(
-                "data.multiscale=true needs an augmentation preset that can be built at any image size "
-                "(augmentation=none, basic, seed or strong)."
-            )
-        return self.image_at(size)
+
+# A size-free preset: ``configs/augmentation/*.yaml`` (``_partial_: true``) with its options bound.
+AugmentationPreset = Callable[[int], Augmentation]
 
 
-def _image_transform(preset: Callable[..., Augmentation], size: int, **options: Any) -> ImageTransform:
-    return preset(size, **options).image
+def check_augmentation_preset(preset: Any, image_size: int) -> Augmentation:
+    """``preset(image_size)``, refusing anything that is not a configs/augmentation preset with one line.
+
+    Building it once also checks the preset's options, before any dataloader worker starts.
+    """
+    built = preset(image_size) if callable(preset) and not isinstance(preset, Augmentation) else None
+    if not isinstance(built, Augmentation):
+        raise UserInputError(
+            "augmentation must be a configs/augmentation preset (a partial of a preset function in "
+            f"mobilevit.data.transforms returning an Augmentation), got {type(preset).__name__}."
+        )
+    return built
 
 
-def _resizable(preset: Callable[..., Augmentation]) -> Callable[..., Augmentation]:
-    """Decorator: the preset's :class:`Augmentation` gets ``image_at``, the same preset built at another
-    size (a picklable partial, so multi-scale dataloader workers can rebuild it)."""
-
-    @functools.wraps(preset)
-    def build(image_size: int, **options: Any) -> Augmentation:
-        augmentation = preset(_check_image_size(image_size), **options)
-        augmentation.image_at = functools.partial(_image_transform, build, **options)
-        return augmentation
-
-    return build
+def augmentation_image(preset: AugmentationPreset, size: int) -> ImageTransform:
+    """The per-sample transform of ``preset`` at ``size`` (picklable as a partial, for dataloader workers)."""
+    return preset(size).image
 
 
-@_resizable
 def no_augmentation(image_size: int, crop_pct: float = 0.9) -> Augmentation:
     """The ``none`` preset: training images get the evaluation transform (resize + center crop)."""
     return Augmentation(image=eval_transform(image_size, crop_pct))
 
 
-@_resizable
 def basic_augmentation(
     image_size: int,
     scale: Sequence[float] = (0.08, 1.0),
@@ -307,6 +299,7 @@ def basic_augmentation(
         ratio: range of the crop aspect ratio.
         interpolation: resampling used to resize the crop ("bilinear", "bicubic" or "nearest").
     """
+    check_image_size(image_size)
     image = v2.Compose(
         [
             v2.RGB(),
@@ -318,7 +311,6 @@ def basic_augmentation(
     return Augmentation(image=image)
 
 
-@_resizable
 def seed_augmentation(
     image_size: int,
     rescale: Sequence[float] = (1.0, 1.25),
@@ -342,6 +334,7 @@ def seed_augmentation(
         hue: hue shift drawn from ``[-hue, hue]`` (fraction of the hue circle, <= 0.5).
         interpolation: resampling of the rescale.
     """
+    check_image_size(image_size)
     low, high = _range(rescale, "augmentation.rescale", 1.0, 4.0, include_low=True)
     if not 0.0 <= float(hue) <= 0.5:
         raise UserInputError(f"augmentation.hue must be in [0, 0.5], got {hue!r}.")
@@ -370,7 +363,6 @@ def seed_augmentation(
     return Augmentation(image=image)
 
 
-@_resizable
 def strong_augmentation(
     image_size: int,
     scale: Sequence[float] = (0.08, 1.0),
@@ -391,9 +383,10 @@ def strong_augmentation(
     Per image: random resized crop, horizontal flip, ``auto_augment`` ("trivialaugment":
     TrivialAugmentWide, "randaugment": RandAugment(randaugment_num_ops, randaugment_magnitude), or
     "none") on uint8, then RandomErasing with probability ``random_erase_prob`` on the float tensor.
-    Per training batch: MixUp (``mixup_alpha``) or CutMix (``cutmix_alpha``), see :class:`MixUpCutMix`
+    Per training batch: MixUp (``mixup_alpha``) or CutMix (``cutmix_alpha``), see :class:`MixUpCutMixSettings`
     (``mix_prob`` is its ``prob``).
     """
+    check_image_size(image_size)
     mode = _interpolation(interpolation)
     if auto_augment == "trivialaugment":
         policy = [v2.TrivialAugmentWide(interpolation=mode)]
@@ -416,4 +409,4 @@ def strong_augmentation(
             v2.ToPureTensor(),
         ]
     )
-    return Augmentation(image=image, batch=MixUpCutMix(mixup_alpha, cutmix_alpha, mix_prob, cutmix_prob))
+    return Augmentation(image=image, batch=MixUpCutMixSettings(mixup_alpha, cutmix_alpha, mix_prob, cutmix_prob))
