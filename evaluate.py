@@ -87,6 +87,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         checkpoint, channels_last=cfg.get("channels_last", True), fuse_bn=cfg.get("fuse_bn", True)
     )
     del checkpoint
+    if cfg.get("hflip_tta") is not None:
+        classifier.hflip_tta = bool(cfg.hflip_tta)
 
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer,
@@ -107,6 +109,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     split = datamodule.split
     extra = {
         "split": split,
+        "hflip_tta": classifier.hflip_tta,
         "ckpt_path": str(Path(ckpt_path).resolve()),
         "model": classifier.hparams.cfg["model"].get("name"),
     }

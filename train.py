@@ -23,6 +23,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 from rich.console import Console
 
+from mobilevit.callbacks import TimeToAccuracy
 from mobilevit.module import class_weights_from_config
 from mobilevit.report import write_run_summary
 from mobilevit.utils import (
@@ -144,12 +145,15 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         callbacks = [callback for callback in callbacks if not isinstance(callback, LearningRateMonitor)]
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a progress bar callback then
         callbacks = [callback for callback in callbacks if not isinstance(callback, ProgressBar)]
-    # A multi-scale data module shards its own batches: Lightning must not replace its sampler.
+    # A multi-scale data module shards its own batches: Lightning must not replace its sampler. A resolution
+    # schedule changes the training size between epochs: the training dataloader is rebuilt every epoch.
+    reload = {"reload_dataloaders_every_n_epochs": 1} if getattr(datamodule, "reloads_train_dataloader", False) else {}
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer,
         callbacks=callbacks,
         logger=loggers or False,
         use_distributed_sampler=not getattr(datamodule, "uses_custom_sampler", False),
+        **reload,
     )
 
     _log_hyperparameters(trainer.loggers, run_cfg)
@@ -184,6 +188,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             wall_time_s=time.perf_counter() - started,
             device=trainer.strategy.root_device,
             experiment=_experiment_name(),
+            time_to_accuracy=next(
+                (callback.points for callback in trainer.callbacks if isinstance(callback, TimeToAccuracy)), ()
+            ),
         )
     last_ckpt = checkpoint_cb.last_model_path if checkpoint_cb else None
     _print_next_steps(output_dir, trainer.loggers, best_ckpt or last_ckpt, metrics)

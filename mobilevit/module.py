@@ -16,6 +16,7 @@ from torchmetrics import MaxMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from mobilevit.errors import UserInputError
+from mobilevit.utils.budget import training_progress
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 STAGES: tuple[str, ...] = ("train", "val", "test")
@@ -66,6 +67,16 @@ def hard_targets(targets: torch.Tensor) -> torch.Tensor:
     return targets.argmax(dim=1) if targets.ndim == 2 else targets
 
 
+def hflip_tta_logits(net: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Flip test-time augmentation: float32 log-probabilities (B, C) whose softmax is the mean of the class
+    probabilities of ``images`` (B, 3, H, W) and of their horizontal mirrors (FFCV's and timm's flip TTA).
+
+    Log-probabilities are valid logits: argmax, softmax and cross-entropy treat them like the network's own.
+    """
+    probabilities = net(images).float().softmax(dim=1) + net(images.flip(-1)).float().softmax(dim=1)
+    return (probabilities / 2).clamp_min(torch.finfo(torch.float32).tiny).log()
+
+
 def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
     """Top-1 and top-k (k = min(5, num_classes)) accuracy and macro F1, keyed ``{prefix}acc`` etc."""
     return MetricCollection(
@@ -113,14 +124,17 @@ class ImageClassifier(L.LightningModule):
         net: classifier network mapping (B, 3, H, W) images in [0, 1] to (B, num_classes) logits; must expose
             ``num_classes``.
         optimizer: partial optimizer constructor (Hydra ``_partial_: true``) called with the param groups.
-        scheduler: partial scheduler constructor called with ``optimizer``, ``total_steps`` and
-            ``steps_per_epoch``; stepped after every optimizer step. None keeps the lr constant.
+        scheduler: partial scheduler constructor called with ``optimizer``, ``total_steps``, ``steps_per_epoch``
+            and ``progress`` (:meth:`training_progress`); stepped after every optimizer step. None keeps the lr
+            constant.
         label_smoothing: label smoothing of the training loss (validation/test loss is plain cross-entropy).
         class_weights: per-class weights of the training loss (e.g. :func:`balanced_class_weights`); None
             weighs every class equally. Validation/test losses are unweighted.
         channels_last: keep weights and input batches in channels-last memory format (faster convolutions).
         backbone_lr_scale: learning rate of everything but the classifier head, relative to the optimizer's lr;
             below 1 when fine-tuning pretrained weights, so that the new head learns faster than the backbone.
+        hflip_tta: in validation, test and prediction, average the class probabilities of each image and its
+            horizontal mirror (:func:`hflip_tta_logits`); training is unaffected.
         cfg: resolved run config (plain containers) saved in checkpoints to rebuild the model and data.
         class_names: class names in label order, saved in checkpoints.
     """
@@ -134,6 +148,7 @@ class ImageClassifier(L.LightningModule):
         class_weights: Sequence[float] | torch.Tensor | None = None,
         channels_last: bool = True,
         backbone_lr_scale: float = 1.0,
+        hflip_tta: bool = False,
         cfg: dict[str, Any] | None = None,
         class_names: list[str] | None = None,
     ) -> None:
@@ -161,6 +176,7 @@ class ImageClassifier(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.label_smoothing = label_smoothing
+        self.hflip_tta = bool(hflip_tta)
         # Non-persistent: follows the module's device but stays out of state_dict (checkpoints hold `net.*` only).
         self.register_buffer("class_weights", weights, persistent=False)
         self.train_metrics = classification_metrics(num_classes, "train/")
@@ -169,6 +185,9 @@ class ImageClassifier(L.LightningModule):
         self.val_acc_best = MaxMetric()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits (B, num_classes) of images (B, 3, H, W); flip-averaged in eval mode with ``hflip_tta``."""
+        if self.hflip_tta and not self.training:
+            return hflip_tta_logits(self.net, images)
         return self.net(images)
 
     def _images(self, images: torch.Tensor) -> torch.Tensor:
@@ -219,6 +238,10 @@ class ImageClassifier(L.LightningModule):
         images, targets = batch
         return {"logits": self(self._images(images)).float().cpu(), "targets": targets.cpu()}
 
+    def training_progress(self) -> float:
+        """Fraction of the run's training budget spent (epochs, steps or ``max_time``), for the lr schedule."""
+        return training_progress(self.trainer)
+
     def _steps_per_epoch(self) -> int:
         batches = self.trainer.num_training_batches
         if not math.isfinite(batches) or batches < 1:
@@ -237,6 +260,9 @@ class ImageClassifier(L.LightningModule):
             return optimizer
         total_steps = max(1, int(self.trainer.estimated_stepping_batches))
         scheduler = self.scheduler_factory(
-            optimizer=optimizer, total_steps=total_steps, steps_per_epoch=self._steps_per_epoch()
+            optimizer=optimizer,
+            total_steps=total_steps,
+            steps_per_epoch=self._steps_per_epoch(),
+            progress=self.training_progress,
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}

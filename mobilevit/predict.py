@@ -31,6 +31,7 @@ from mobilevit.data.base import require_int
 from mobilevit.data.images import IMAGE_EXTENSIONS, is_image_file, load_image
 from mobilevit.data.transforms import eval_transform
 from mobilevit.errors import UserInputError
+from mobilevit.module import hflip_tta_logits
 from mobilevit.utils import display_path, exit_on_user_error, fast_precision, resolve_ckpt_path, set_project_root
 from mobilevit.utils.checkpoint import classifier_from_checkpoint, load_checkpoint
 
@@ -97,9 +98,12 @@ def find_images(inputs: str | Sequence[str]) -> list[Path]:
 class Classifier:
     """A train.py checkpoint ready for inference: BatchNorm fused, evaluation transform, class names."""
 
-    def __init__(self, ckpt_path: str | Path, device: str = "auto", precision: str = "auto") -> None:
+    def __init__(
+        self, ckpt_path: str | Path, device: str = "auto", precision: str = "auto", hflip_tta: bool | None = None
+    ) -> None:
         checkpoint = load_checkpoint(ckpt_path)
         classifier = classifier_from_checkpoint(checkpoint, channels_last=True, fuse_bn=True)
+        self.hflip_tta = classifier.hflip_tta if hflip_tta is None else bool(hflip_tta)
         data_cfg = checkpoint["hyper_parameters"]["cfg"]["data"]
         del checkpoint
         self.device = _device(device)
@@ -113,10 +117,12 @@ class Classifier:
 
     @torch.inference_mode()
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """Softmax class probabilities (float32, CPU) of a batch of transformed images."""
+        """Softmax class probabilities (float32, CPU) of a batch of transformed images (flip-averaged with
+        ``hflip_tta``)."""
         images = images.to(self.device, memory_format=torch.channels_last)
         with torch.autocast(self.device.type, self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            return self.net(images).float().softmax(dim=1).cpu()
+            logits = hflip_tta_logits(self.net, images) if self.hflip_tta else self.net(images)
+            return logits.float().softmax(dim=1).cpu()
 
 
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -210,8 +216,12 @@ def predict(cfg: DictConfig, console: Console | None = None) -> PredictionRun:
     inputs = cfg.inputs
     files = find_images(list(inputs) if isinstance(inputs, ListConfig) else str(inputs))
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, Path(cfg.paths.log_dir) / "train")
+    hflip_tta = cfg.get("hflip_tta")
     classifier = Classifier(
-        ckpt_path, device=str(cfg.get("device", "auto")), precision=str(cfg.get("precision", "auto"))
+        ckpt_path,
+        device=str(cfg.get("device", "auto")),
+        precision=str(cfg.get("precision", "auto")),
+        hflip_tta=None if hflip_tta is None else bool(hflip_tta),
     )
     top_k = min(top_k, len(classifier.class_names))
 

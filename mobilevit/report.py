@@ -73,8 +73,12 @@ def write_run_summary(
     wall_time_s: float,
     device: torch.device,
     experiment: str | None,
+    time_to_accuracy: Sequence[dict[str, float]] = (),
 ) -> Path:
-    """Write ``<output_dir>/summary.json``: what was trained, on what, for how long, and how well."""
+    """Write ``<output_dir>/summary.json``: what was trained, on what, for how long, and how well.
+
+    ``time_to_accuracy`` holds the validation points of :class:`mobilevit.callbacks.TimeToAccuracy`.
+    """
     image_size = int(run_cfg["data"]["image_size"])
     eval_image_size = int(run_cfg["data"].get("eval_image_size") or image_size)
     summary = {
@@ -89,6 +93,9 @@ def write_run_summary(
         "latency_ms": measure_latency_ms(net, eval_image_size, device),
         "precision": run_cfg["trainer"].get("precision"),
         "metrics": metrics,
+        "time_to_accuracy": list(time_to_accuracy),
+        "resolution_schedule": run_cfg["data"].get("resolution_schedule"),
+        "hflip_tta": bool(run_cfg.get("module", {}).get("hflip_tta", False)),
         "machine": machine_info(device),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "run_dir": str(Path(output_dir).resolve()),
@@ -182,14 +189,49 @@ def plot_results(summaries: Sequence[dict[str, Any]], path: str | Path) -> Path:
     return path
 
 
+def _run_label(summary: dict[str, Any]) -> str:
+    return f"{summary['experiment']}: {summary['model']} @ {_resolution(summary)} ({summary['finished'][:10]})"
+
+
+def plot_time_to_accuracy(summaries: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """Validation top-1 against training wall-clock minutes, one line per run (runs without a record are left out)."""
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    drawn = 0
+    for summary in summaries:
+        points = summary.get("time_to_accuracy") or []
+        if not points:
+            continue
+        minutes = [point["seconds"] / 60 for point in points]
+        accuracy = [100 * point.get("val/acc", float("nan")) for point in points]
+        axis.plot(minutes, accuracy, marker="o", markersize=3, label=_run_label(summary))
+        drawn += 1
+    if not drawn:
+        plt.close(figure)
+        raise UserInputError("None of the runs has a time-to-accuracy record (summary.json 'time_to_accuracy').")
+    axis.set_xlabel("training wall-clock time (min)")
+    axis.set_ylabel("val top-1 (%)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+    machines = sorted({machine_label(summary["machine"]) for summary in summaries})
+    axis.set_title(f"Time to accuracy, measured on {'; '.join(machines)}", fontsize=9)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Collect finished train.py runs into a results table and plot.")
     parser.add_argument("runs", nargs="+", help="run directories or folders containing runs (searched recursively)")
     parser.add_argument("--output", type=Path, default=None, help="write the markdown table here (default: print)")
     parser.add_argument("--plot", type=Path, default=Path("results.png"), help="accuracy plot (PNG)")
+    parser.add_argument("--time-plot", type=Path, default=None, help="val accuracy against wall-clock time (PNG)")
     args = parser.parse_args(argv)
     try:
         summaries = find_summaries(args.runs)
+        time_plot = plot_time_to_accuracy(summaries, args.time_plot) if args.time_plot else None
     except UserInputError as error:
         print(f"Error: {error}", file=sys.stderr)
         return 2
@@ -199,6 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.output.write_text(table)
     print(table, end="")
     print(f"Plot: {plot_results(summaries, args.plot)}")
+    if time_plot:
+        print(f"Time-to-accuracy plot: {time_plot}")
     return 0
 
 

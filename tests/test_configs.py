@@ -21,7 +21,7 @@ from mobilevit.errors import UserInputError
 from mobilevit.models import create_model
 from mobilevit.module import ImageClassifier, weight_decay_param_groups
 from mobilevit.utils import (
-    WarmupCosineLR,
+    WarmupDecayLR,
     fast_precision,
     instantiate_callbacks,
     instantiate_loggers,
@@ -106,9 +106,9 @@ def _check_group(group: str, cfg, image_folder: Path) -> None:
         overrides = {"root": str(image_folder)} if OmegaConf.is_missing(cfg.data, "root") else {}
         _check_data(hydra.utils.instantiate(node, **overrides))  # no prepare_data: nothing is downloaded
     elif group == "augmentation":
-        transform = hydra.utils.instantiate(node)
-        out = transform(Image.new("RGB", (50, 40), (10, 200, 30)))
+        preset = hydra.utils.instantiate(node)  # size-free: the data module builds it per size
         size = cfg.data.image_size
+        out = preset(size)(Image.new("RGB", (50, 40), (10, 200, 30)))
         assert out.shape == (3, size, size) and out.dtype == torch.float32 and 0 <= out.min() <= out.max() <= 1
     elif group == "model":
         net = hydra.utils.instantiate(node, num_classes=5).eval()
@@ -171,7 +171,7 @@ def test_default_callbacks_and_logger(make_cfg) -> None:
 
 def test_warmup_cosine_schedule() -> None:
     optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=1.0)
-    scheduler = WarmupCosineLR(optimizer, total_steps=100, steps_per_epoch=10, warmup_epochs=2, min_lr=0.1)
+    scheduler = WarmupDecayLR(optimizer, total_steps=100, steps_per_epoch=10, warmup_epochs=2, min_lr=0.1)
     lrs = []
     for _ in range(100):
         lrs.append(optimizer.param_groups[0]["lr"])
@@ -187,9 +187,9 @@ def test_warmup_cosine_schedule() -> None:
 
 
 def test_warmup_cosine_resume_keeps_new_length() -> None:
-    def make(total: int) -> tuple[torch.optim.Optimizer, WarmupCosineLR]:
+    def make(total: int) -> tuple[torch.optim.Optimizer, WarmupDecayLR]:
         optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=1.0)
-        return optimizer, WarmupCosineLR(optimizer, total_steps=total, steps_per_epoch=10, warmup_epochs=1)
+        return optimizer, WarmupDecayLR(optimizer, total_steps=total, steps_per_epoch=10, warmup_epochs=1)
 
     optimizer, scheduler = make(50)
     for _ in range(30):
@@ -241,7 +241,8 @@ def test_module_hparams_are_plain(make_cfg) -> None:
         class_names=["a", "b", "c", "d"],
     )
     assert set(module.hparams) == {
-        "label_smoothing", "class_weights", "channels_last", "backbone_lr_scale", "cfg", "class_names", "num_classes"
+        "label_smoothing", "class_weights", "channels_last", "backbone_lr_scale", "hflip_tta", "cfg", "class_names",
+        "num_classes",
     }  # fmt: skip
     assert isinstance(module.hparams.cfg, dict) and "hydra" not in module.hparams.cfg
     assert module.hparams.cfg["model"]["name"] == "mobilevit_xxs"

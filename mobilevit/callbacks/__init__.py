@@ -5,6 +5,7 @@ from mobilevit.callbacks.last_checkpoint import LastCheckpoint
 from mobilevit.callbacks.nan_guard import NonFiniteLossError, NonFiniteLossGuard
 from mobilevit.callbacks.reports import TrainingReports
 from mobilevit.callbacks.rng_state import RNGStateCheckpoint
+from mobilevit.callbacks.time_to_accuracy import TimeToAccuracy
 
 __all__ = [
     "AtomicCheckpointIO",
@@ -12,6 +13,7 @@ __all__ = [
     "NonFiniteLossError",
     "NonFiniteLossGuard",
     "RNGStateCheckpoint",
+    "TimeToAccuracy",
     "TrainingReports",
     "atomic_torch_save",
 ]

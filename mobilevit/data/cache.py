@@ -65,8 +65,9 @@ class DecodedImageCache(Dataset):
         sizes = self.shapes.prod(dim=1) * 3
         self.offsets = torch.cat([torch.zeros(1, dtype=torch.int64), sizes.cumsum(0)])
         self.pixels = torch.empty(int(self.offsets[-1]), dtype=torch.uint8).share_memory_()
+        flat = self.pixels.numpy()
         for index, array in enumerate(arrays):
-            self.pixels[self.offsets[index] : self.offsets[index + 1]] = torch.from_numpy(array.reshape(-1))
+            flat[self.offsets[index] : self.offsets[index + 1]] = array.reshape(-1)
         log.info(
             "Cached %d decoded images (shorter side <= %s px): %.0f MB of shared memory.",
             len(arrays), max_short_side, self.pixels.numel() / 1e6,

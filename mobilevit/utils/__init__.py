@@ -1,7 +1,7 @@
 """Framework helpers: schedulers, config-driven instantiation and entry-point plumbing."""
 
 from mobilevit.utils.instantiators import instantiate_callbacks, instantiate_loggers, instantiate_optional
-from mobilevit.utils.lr_scheduler import WarmupCosineLR
+from mobilevit.utils.lr_scheduler import WarmupDecayLR
 from mobilevit.utils.precision import cpu_supports_bf16, fast_precision
 from mobilevit.utils.run import (
     ddp_children_share_dirs,
@@ -15,7 +15,7 @@ from mobilevit.utils.run import (
 )
 
 __all__ = [
-    "WarmupCosineLR",
+    "WarmupDecayLR",
     "cpu_supports_bf16",
     "ddp_children_share_dirs",
     "display_path",

@@ -108,6 +108,7 @@ def classifier_from_checkpoint(
         net,
         label_smoothing=hparams.get("label_smoothing", 0.0),
         channels_last=channels_last,
+        hflip_tta=hparams.get("hflip_tta", False),
         cfg=run_cfg,
         class_names=hparams.get("class_names"),
     )

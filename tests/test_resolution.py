@@ -1,0 +1,131 @@
+"""Progressive resizing (mobilevit/data/resolution.py and the data module's schedule): size and batch per step,
+under DDP and after a resume."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+
+from conftest import FAST_TRAIN, ROOT, TINY_SYNTHETIC, subprocess_env
+from mobilevit.data import SyntheticDataModule
+from mobilevit.data.resolution import ResolutionSchedule
+from mobilevit.errors import UserInputError
+from train import train
+
+
+def test_size_at_follows_the_milestones() -> None:
+    schedule = ResolutionSchedule.from_config([[0, 64], [0.5, 96], [0.8, 112]])
+    assert [schedule.size_at(p) for p in (0.0, 0.49, 0.5, 0.79, 0.8, 1.0)] == [64, 64, 96, 96, 112, 112]
+    assert schedule.sizes == [64, 96, 112]
+    assert ResolutionSchedule.from_config(None) is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [[], [[0.1, 64]], [[0, 64], [0.5, 16]], [[0, 64], [0.6, 96], [0.5, 112]], [[0, 64], [1.0, 96]], "64", [[0, 64.5]]],
+)
+def test_bad_schedules_are_one_line_naming_the_key(value) -> None:
+    with pytest.raises(UserInputError, match="data.resolution_schedule") as info:
+        ResolutionSchedule.from_config(value)
+    assert "\n" not in str(info.value)
+
+
+def test_explicit_multiscale_sizes_and_a_schedule_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(UserInputError, match="data.multiscale_sizes cannot be combined"):
+        SyntheticDataModule(
+            tmp_path, multiscale=True, multiscale_sizes=[32, 64], resolution_schedule=[[0, 32], [0.5, 64]]
+        )
+
+
+class RecordSizes(L.Callback):
+    """Writes each training step's [epoch, image size, batch length] to ``<folder>/rank<r>.json``; with
+    ``stop_after_epoch``, stops training at the end of that epoch (as an interruption would)."""
+
+    def __init__(self, folder: str, stop_after_epoch: int | None = None) -> None:
+        self.folder = Path(folder)
+        self.stop_after_epoch = stop_after_epoch
+        self.steps: list[list[int]] = []
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        self.steps.append([trainer.current_epoch, batch[0].shape[-1], batch[0].shape[0]])
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == self.stop_after_epoch:
+            trainer.should_stop = True
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(self.steps))
+
+
+# 36 training images; batch 4 at 64 px; 32 px for the first half of 4 epochs.
+SCHEDULED = [*TINY_SYNTHETIC, *FAST_TRAIN, "model=mobilevit_xxs", "model.drop_rate=0", "logger=none", "test=false",
+             "data.image_size=64", "data.batch_size=4", "data.train_per_class=12",
+             "data.resolution_schedule=[[0,32],[0.5,64]]", "trainer.max_epochs=4"]  # fmt: skip
+
+
+def _run(make_cfg, tmp_path: Path, overrides=(), run_name: str = "run") -> tuple[list[tuple[int, int, int]], dict]:
+    """train() with :class:`RecordSizes`; returns the recorded steps as (epoch, size, batch) and the objects."""
+    folder = tmp_path / f"record-{run_name}"
+    recorder = [f"+callbacks.record._target_={__name__}.RecordSizes", f"+callbacks.record.folder={folder}"]
+    _, objects = train(make_cfg([*SCHEDULED, *recorder, *overrides], run_name=run_name))
+    return [tuple(step) for step in json.loads((folder / "rank0.json").read_text())], objects
+
+
+def test_size_and_batch_per_step_follow_the_schedule(make_cfg, tmp_path: Path) -> None:
+    """36 training images, batch 4 at 64 px: epochs 0-1 at 32 px with batch 16 (the same pixels), 2-3 at 64 px."""
+    steps, objects = _run(make_cfg, tmp_path)
+    by_epoch = {epoch: sorted({(size, batch) for e, size, batch in steps if e == epoch}) for epoch in range(4)}
+    assert by_epoch[0] == by_epoch[1] == [(32, 4), (32, 16)]  # 16 + 16 + 4 images
+    assert by_epoch[2] == by_epoch[3] == [(64, 4)]
+    assert [len([s for s in steps if s[0] == epoch]) for epoch in range(4)] == [3, 3, 9, 9]
+    assert objects["trainer"].reload_dataloaders_every_n_epochs == 1
+    # Validation stays at the evaluation size.
+    images, _ = next(iter(objects["datamodule"].val_dataloader()))
+    assert images.shape[-1] == 64
+
+
+def test_schedule_composes_with_multiscale(make_cfg, tmp_path: Path) -> None:
+    """With multi-scale, the sizes are spread around the scheduled size (default factors, multiples of 32)."""
+    steps, objects = _run(make_cfg, tmp_path, ["data.multiscale=true"])
+    early = {size for epoch, size, _ in steps if epoch < 2}
+    late = {size for epoch, size, _ in steps if epoch >= 2}
+    assert early <= {32} and late <= {32, 64, 96} and len(late) > 1
+    assert objects["datamodule"].training_sizes() == [32, 64, 96]
+
+
+def test_resumed_run_continues_the_schedule(make_cfg, tmp_path: Path) -> None:
+    first, objects = _run(make_cfg, tmp_path, ["+callbacks.record.stop_after_epoch=0"], run_name="first")
+    assert sorted({(epoch, size) for epoch, size, _ in first}) == [(0, 32)]
+    last = Path(objects["cfg"].paths.output_dir) / "checkpoints" / "last.ckpt"
+    resumed, _ = _run(make_cfg, tmp_path, [f"ckpt_path={last}"], run_name="resumed")
+    assert sorted({(epoch, size) for epoch, size, _ in resumed}) == [(1, 32), (2, 64), (3, 64)]
+
+
+def test_ddp_ranks_use_the_same_size_at_every_step(tmp_path: Path) -> None:
+    """train.py with 2 CPU processes (gloo) and a schedule: per step both ranks train at the same size."""
+    records = tmp_path / "records"
+    env = subprocess_env()
+    env["PYTHONPATH"] = str(ROOT / "tests")
+    result = subprocess.run(
+        [
+            sys.executable, "train.py", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+            "data=synthetic", "data.num_classes=3", "data.train_per_class=12", "data.val_per_class=2",
+            "data.test_per_class=2", "data.source_size=48", "data.image_size=64", "data.batch_size=2",
+            "data.num_workers=0", "data.resolution_schedule=[[0,32],[0.5,64]]",
+            "model=mobilevit_xxs", "logger=none", "callbacks=none", "test=false", "trainer.max_epochs=2",
+            "+trainer.limit_val_batches=1", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+            f"+callbacks.record._target_={__name__}.RecordSizes", f"+callbacks.record.folder={records}",
+            f"paths.log_dir={tmp_path / 'logs'}", f"paths.data_dir={tmp_path / 'data'}",
+        ],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = [json.loads((records / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert len(steps[0]) > 0 and steps[0] == steps[1]  # per step: the same epoch, size and batch length
+    assert {(epoch, size) for epoch, size, _ in steps[0]} == {(0, 32), (1, 64)}
