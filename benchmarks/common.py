@@ -25,8 +25,8 @@ from rich.text import Text
 from mobilevit.errors import UserInputError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# The shared Flowers-102 copy lives beside the repository (../shared/flowers102), never inside it.
-FLOWERS_ROOT = REPO_ROOT.parent / "shared" / "flowers102"
+# A local Flowers-102 copy, found as the configs find it: $MOBILEVIT_DATA_DIR/flowers102 (default data/flowers102).
+FLOWERS_ROOT = Path(os.environ.get("MOBILEVIT_DATA_DIR", REPO_ROOT / "data")).expanduser() / "flowers102"
 
 # Prefix of the line on which an isolated worker process reports its result as JSON.
 WORKER_RESULT_PREFIX = "@@BENCHMARK_RESULT@@ "

@@ -19,7 +19,8 @@ import mobilevit.utils  # noqa: F401  (registers the ${fast_precision:} config r
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "configs"
-FLOWERS_ROOT = (ROOT / ".." / "shared" / "flowers102").resolve()
+# The real Flowers-102 copy, found the way users point the configs at local copies: $MOBILEVIT_DATA_DIR/flowers102.
+FLOWERS_ROOT = Path(os.environ.get("MOBILEVIT_DATA_DIR", ROOT / "data")).expanduser().resolve() / "flowers102"
 
 # train.py and evaluate.py live at the repository root.
 if str(ROOT) not in sys.path:
@@ -110,7 +111,7 @@ def make_cfg(tmp_path: Path, shared_data_dir: Path) -> Callable[..., DictConfig]
 def flowers_root() -> Path:
     """The real Flowers-102 copy beside the repository; skips the test when it is absent."""
     if not (FLOWERS_ROOT / "flowers-102" / "imagelabels.mat").is_file():
-        pytest.skip(f"Flowers-102 copy not found at {FLOWERS_ROOT}")
+        pytest.skip(f"Flowers-102 copy not found at {FLOWERS_ROOT} (set MOBILEVIT_DATA_DIR to the folder holding it)")
     return FLOWERS_ROOT
 
 

@@ -24,12 +24,13 @@ from mobilevit.data import (
     seed_augmentation,
     strong_augmentation,
 )
+from conftest import FLOWERS_ROOT
 from mobilevit.data.synthetic import MANIFEST_NAME
 from mobilevit.errors import UserInputError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = REPO_ROOT / "configs"
-SHARED_FLOWERS = (REPO_ROOT / ".." / "shared" / "flowers102").resolve()
+SHARED_FLOWERS = FLOWERS_ROOT
 
 
 def _pil_images() -> dict[str, Image.Image]:
@@ -309,7 +310,7 @@ def test_flowers102_missing_without_download(tmp_path: Path) -> None:
     with pytest.raises(UserInputError) as info:
         dm.prepare_data()
     message = str(info.value)
-    for text in ("imagelabels.mat", "setid.mat", "jpg/", "data.root=../shared/flowers102",
+    for text in ("imagelabels.mat", "setid.mat", "jpg/", "data.root=/datasets/flowers102", "MOBILEVIT_DATA_DIR",
                  "experiment=quickstart", "download=false", "robots.ox.ac.uk"):  # fmt: skip
         assert text in message
     with pytest.raises(UserInputError, match="imagelabels.mat"):

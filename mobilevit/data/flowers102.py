@@ -151,7 +151,8 @@ class Flowers102DataModule(ImageClassificationDataModule):
             f"  {base}/jpg/image_00001.jpg ... image_08189.jpg\n"
             f"To supply it, either download 102flowers.tgz, imagelabels.mat and setid.mat from "
             f"{FLOWERS102_URL} into {base}/ and extract the .tgz there (it creates jpg/), "
-            f"or point data.root at an existing copy (e.g. data.root=../shared/flowers102). "
+            f"or point data.root at an existing copy (e.g. data.root=/datasets/flowers102, or set MOBILEVIT_DATA_DIR to "
+            f"the folder that holds flowers102/). "
             f"To try the framework without this dataset, run with experiment=quickstart."
         )
 
