@@ -167,11 +167,16 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         metrics[f"{checkpoint_cb.monitor}_best"] = float(checkpoint_cb.best_model_score)
 
     if cfg.get("test"):
-        if best_ckpt is None:
-            Console().print("[yellow]No best checkpoint was saved: testing the weights at the end of training.[/]")
         # Test the averaged weights: the checkpoint's state_dict holds them, but a weight-averaging callback still
         # attached would reload the raw weights it keeps beside them (`current_model_state`).
         trainer.callbacks = [callback for callback in trainer.callbacks if not isinstance(callback, WeightAveraging)]
+        if cfg.get("test_weights", "best") == "last":
+            trainer.validate(model=model, datamodule=datamodule, verbose=False)  # val metrics of the tested weights
+            metrics.update({f"{name}_last": float(value) for name, value in trainer.callback_metrics.items()
+                            if name.startswith("val/")})  # fmt: skip
+            best_ckpt = None
+        elif best_ckpt is None:
+            Console().print("[yellow]No best checkpoint was saved: testing the weights at the end of training.[/]")
         trainer.test(model=model, datamodule=datamodule, ckpt_path=best_ckpt, weights_only=True)
         metrics.update(
             {name: float(value) for name, value in trainer.callback_metrics.items() if name.startswith("test/")}

@@ -102,6 +102,15 @@ def _module_problems(cfg: DictConfig) -> Iterator[str]:
         )
 
 
+TEST_WEIGHTS: tuple[str, ...] = ("best", "last")  # test_weights
+
+
+def _test_problems(cfg: DictConfig) -> Iterator[str]:
+    weights = cfg.get("test_weights", "best")
+    if weights not in TEST_WEIGHTS:
+        yield f"test_weights must be one of {list(TEST_WEIGHTS)}, got {weights!r}."
+
+
 def _raise(problems: list[str]) -> None:
     if problems:
         raise UserInputError("\n".join(problems))
@@ -115,6 +124,7 @@ def validate_train_config(cfg: DictConfig) -> None:
             *_model_problems(cfg.get("model")),
             *_optimizer_problems(cfg.get("optimizer")),
             *_module_problems(cfg),
+            *_test_problems(cfg),
             *_data_problems(cfg.get("data")),
             *_trainer_problems(cfg.get("trainer")),
         ]
