@@ -173,7 +173,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         if cfg.get("test_weights", "best") == "last":
             trainer.validate(model=model, datamodule=datamodule, verbose=False)  # val metrics of the tested weights
             metrics.update({f"{name}_last": float(value) for name, value in trainer.callback_metrics.items()
-                            if name.startswith("val/")})  # fmt: skip
+                            if name.startswith("val/") and not name.endswith("_best")})  # fmt: skip
             best_ckpt = None
         elif best_ckpt is None:
             Console().print("[yellow]No best checkpoint was saved: testing the weights at the end of training.[/]")
