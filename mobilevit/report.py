@@ -91,7 +91,6 @@ def write_run_summary(
         "metrics": metrics,
         "machine": machine_info(device),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "run_dir": str(Path(output_dir).resolve()),
     }
     path = Path(output_dir) / SUMMARY_FILE
     path.write_text(json.dumps(summary, indent=2) + "\n")
