@@ -24,25 +24,22 @@ from mobilevit.errors import UserInputError
 from mobilevit.utils import (
     display_path,
     exit_on_user_error,
+    register_config_resolvers,
     resolve_ckpt_path,
     set_project_root,
     silence_upstream_warnings,
 )
 from mobilevit.utils.checkpoint import classifier_from_checkpoint, datamodule_from_checkpoint, load_checkpoint
-from mobilevit.utils.evaluation import (
-    ClassificationReport,
-    classification_report,
-    plot_confusion_matrix,
-    write_metrics_json,
-    write_per_class_csv,
-)
+from mobilevit.metrics import SplitMetrics, split_metrics, write_metrics_json, write_per_class_csv
+from mobilevit.plots import plot_confusion_matrix
 from mobilevit.utils.validation import validate_eval_config
 
 set_project_root(Path(__file__).parent)
+register_config_resolvers()
 silence_upstream_warnings()
 
 
-def _print_summary(report: ClassificationReport, split: str, ckpt_path: str, output_dir: Path) -> None:
+def _print_summary(report: SplitMetrics, split: str, ckpt_path: str, output_dir: Path) -> None:
     console = Console(soft_wrap=True)
     table = Table(title=f"{split} split: {report.num_images} images, {len(report.class_names)} classes")
     table.add_column("metric")
@@ -103,7 +100,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     logits = torch.cat([batch["logits"] for batch in batches])
     targets = torch.cat([batch["targets"] for batch in batches])
 
-    report = classification_report(logits, targets, list(datamodule.class_names))
+    report = split_metrics(logits, targets, list(datamodule.class_names))
     split = datamodule.split
     extra = {
         "split": split,

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 
 from mobilevit.module import class_weights_from_config
-from mobilevit.report import write_run_summary
+from mobilevit.run_summary import write_run_summary
 from mobilevit.utils import (
     ddp_children_share_dirs,
     display_path,
@@ -32,6 +32,7 @@ from mobilevit.utils import (
     instantiate_callbacks,
     instantiate_loggers,
     instantiate_optional,
+    register_config_resolvers,
     resolve_ckpt_path,
     resolved_config,
     set_project_root,
@@ -40,6 +41,7 @@ from mobilevit.utils import (
 from mobilevit.utils.validation import check_train_data, validate_train_config
 
 set_project_root(Path(__file__).parent)
+register_config_resolvers()
 silence_upstream_warnings()
 
 

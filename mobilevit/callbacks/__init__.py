@@ -1,9 +1,9 @@
 """Lightning callbacks and the checkpoint plugin of this project."""
 
 from mobilevit.callbacks.checkpoint_io import AtomicCheckpointIO, atomic_torch_save
+from mobilevit.callbacks.diagnostics import TrainingDiagnostics
 from mobilevit.callbacks.last_checkpoint import LastCheckpoint
 from mobilevit.callbacks.nan_guard import NonFiniteLossError, NonFiniteLossGuard
-from mobilevit.callbacks.reports import TrainingReports
 from mobilevit.callbacks.rng_state import RNGStateCheckpoint
 
 __all__ = [
@@ -12,6 +12,6 @@ __all__ = [
     "NonFiniteLossError",
     "NonFiniteLossGuard",
     "RNGStateCheckpoint",
-    "TrainingReports",
+    "TrainingDiagnostics",
     "atomic_torch_save",
 ]

@@ -1,4 +1,4 @@
-"""The fastest training/inference precision the hardware supports, as the ``${fast_precision:...}`` resolver."""
+"""The fastest training/inference precision the hardware supports (the configs' ``${fast_precision:...}``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import functools
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 # CPU flags (Linux /proc/cpuinfo) of native bfloat16 arithmetic: without them bf16 autocast runs emulated and slow.
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -33,5 +32,3 @@ def fast_precision(accelerator: str = "auto") -> str:
         return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "16-mixed"
     return "bf16-mixed" if cpu_supports_bf16() else "32-true"
 
-
-OmegaConf.register_new_resolver("fast_precision", fast_precision, replace=True)

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.text import Text
 
 from mobilevit.errors import UserInputError
+from mobilevit.utils.precision import fast_precision
 
 USER_ERROR_EXIT_CODE = 2
 
@@ -48,6 +49,11 @@ def exit_on_user_error() -> Iterator[None]:
 def silence_upstream_warnings() -> None:
     """Hide known upstream deprecation noise that users cannot act on (Lightning's use of torch's LeafSpec)."""
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
+def register_config_resolvers() -> None:
+    """Register the resolvers the configs use (``${fast_precision:<accelerator>}``); call before composing them."""
+    OmegaConf.register_new_resolver("fast_precision", fast_precision, replace=True)
 
 
 def set_project_root(path: str | Path) -> None:

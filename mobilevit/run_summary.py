@@ -1,0 +1,78 @@
+"""The ``summary.json`` that every train.py run writes: what was trained, on what, for how long, and how well.
+
+``python -m mobilevit.report`` collects these files into the results table and plot.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mobilevit.models import fuse_batchnorm
+from mobilevit.utils.machine import machine_info
+from mobilevit.utils.precision import fast_precision
+
+SUMMARY_FILE = "summary.json"
+
+
+@torch.inference_mode()
+def measure_latency_ms(net: nn.Module, image_size: int, device: torch.device, repeats: int = 20) -> float:
+    """Median batch-1 forward time (ms) of ``net`` on the inference fast path (fused BN, channels-last, bf16)."""
+    fused = fuse_batchnorm(net).to(device=device, memory_format=torch.channels_last).eval()
+    image = torch.randn(1, 3, image_size, image_size, device=device).contiguous(memory_format=torch.channels_last)
+    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(fast_precision(device.type))
+    times = []
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        for index in range(repeats + 5):  # 5 warm-up passes
+            start = time.perf_counter()
+            fused(image)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if index >= 5:
+                times.append(time.perf_counter() - start)
+    return 1000.0 * statistics.median(times)
+
+
+def _protocol(data_cfg: dict[str, Any]) -> str:
+    protocol = str(data_cfg.get("split_protocol") or data_cfg.get("_target_", "").rsplit(".", 1)[-1])
+    return {"official_trainval": "official, trained on train+val"}.get(protocol, protocol)
+
+
+def write_run_summary(
+    output_dir: str | Path,
+    run_cfg: dict[str, Any],
+    metrics: dict[str, float],
+    net: nn.Module,
+    epochs: int,
+    wall_time_s: float,
+    device: torch.device,
+    experiment: str | None,
+) -> Path:
+    """Write ``<output_dir>/summary.json``: what was trained, on what, for how long, and how well."""
+    image_size = int(run_cfg["data"]["image_size"])
+    eval_image_size = int(run_cfg["data"].get("eval_image_size") or image_size)
+    summary = {
+        "experiment": experiment or "-",
+        "model": run_cfg["model"].get("name"),
+        "params": sum(p.numel() for p in net.parameters()),
+        "protocol": _protocol(run_cfg["data"]),
+        "image_size": image_size,
+        "eval_image_size": eval_image_size,
+        "epochs": epochs,
+        "wall_time_s": wall_time_s,
+        "latency_ms": measure_latency_ms(net, eval_image_size, device),
+        "precision": run_cfg["trainer"].get("precision"),
+        "metrics": metrics,
+        "machine": machine_info(device),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    path = Path(output_dir) / SUMMARY_FILE
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    return path
