@@ -32,7 +32,6 @@ from mobilevit.utils import (
 from mobilevit.utils.checkpoint import classifier_from_checkpoint, datamodule_from_checkpoint, load_checkpoint
 from mobilevit.metrics import SplitMetrics, split_metrics, write_metrics_json, write_per_class_csv
 from mobilevit.plots import plot_confusion_matrix
-from mobilevit.utils.validation import validate_eval_config
 
 set_project_root(Path(__file__).parent)
 register_config_resolvers()
@@ -72,7 +71,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate ``cfg.ckpt_path`` on ``cfg.data.split``; write the result files; return metrics.json's content."""
     if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.get("ckpt_path"):
         raise UserInputError("evaluate.py needs ckpt_path=<file.ckpt | run directory | last>.")
-    validate_eval_config(cfg)
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, Path(cfg.paths.log_dir) / "train")
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

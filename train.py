@@ -38,6 +38,7 @@ from mobilevit.utils import (
     set_project_root,
     silence_upstream_warnings,
 )
+from mobilevit.utils.checkpoint import load_checkpoint
 from mobilevit.utils.validation import check_train_data, validate_train_config
 
 set_project_root(Path(__file__).parent)
@@ -127,7 +128,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
     augmentation = instantiate_optional(cfg.get("augmentation"))
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data, augmentation=augmentation)
-    check_train_data(cfg, datamodule, ckpt_path)
+    # Read with weights_only=True: an unsafe file is refused here, before training.
+    ckpt_classes = load_checkpoint(ckpt_path)["hyper_parameters"].get("num_classes") if ckpt_path else None
+    check_train_data(cfg, datamodule, ckpt_path, ckpt_classes)
     net = hydra.utils.instantiate(cfg.model, num_classes=datamodule.num_classes)
     run_cfg = resolved_config(cfg)
     # Partial first: the plain run config must reach the module as is, not be instantiated by Hydra.

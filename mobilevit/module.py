@@ -15,7 +15,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MaxMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from mobilevit.errors import UserInputError
+from mobilevit.errors import UserInputError, require_positive
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 STAGES: tuple[str, ...] = ("train", "val", "test")
@@ -140,8 +140,7 @@ class ImageClassifier(L.LightningModule):
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
             raise UserInputError(f"module.label_smoothing must be in [0, 1), got {label_smoothing}.")
-        if not backbone_lr_scale > 0:
-            raise UserInputError(f"module.backbone_lr_scale must be > 0, got {backbone_lr_scale}.")
+        require_positive(backbone_lr_scale, "module.backbone_lr_scale")
         num_classes = int(net.num_classes)
         if class_names is not None and len(class_names) != num_classes:
             raise UserInputError(f"Got {len(class_names)} class names for a network with {num_classes} classes.")

@@ -27,10 +27,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from mobilevit.data.base import require_int
 from mobilevit.data.images import IMAGE_EXTENSIONS, is_image_file, load_image
 from mobilevit.data.transforms import eval_transform
-from mobilevit.errors import UserInputError
+from mobilevit.errors import UserInputError, require_int
 from mobilevit.utils import display_path, exit_on_user_error, fast_precision, resolve_ckpt_path, set_project_root
 from mobilevit.utils.checkpoint import classifier_from_checkpoint, load_checkpoint
 

@@ -226,7 +226,7 @@ def test_backbone_lr_scale_gives_the_head_the_full_learning_rate() -> None:
     lrs = {group["name"]: group["lr"] for group in optimizer.param_groups}
     assert lrs["head_decay"] == lrs["head_no_decay"] == pytest.approx(1e-3)
     assert lrs["backbone_decay"] == lrs["backbone_no_decay"] == pytest.approx(1e-4)
-    with pytest.raises(UserInputError, match="module.backbone_lr_scale must be > 0, got 0"):
+    with pytest.raises(UserInputError, match="module.backbone_lr_scale must be a number > 0, got 0"):
         ImageClassifier(net, backbone_lr_scale=0)
 
 

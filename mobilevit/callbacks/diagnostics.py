@@ -23,8 +23,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.hooks import RemovableHandle
 
-from mobilevit.data.base import require_int
-from mobilevit.errors import UserInputError
+from mobilevit.errors import UserInputError, require_int
 from mobilevit.metrics import CONFUSION_ORDERS, confused_pairs_markdown, most_confused_pairs, split_metrics
 from mobilevit.plots import confusion_matrix_figure
 

@@ -15,22 +15,16 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from mobilevit.data.sampler import MultiScaleBatchSampler, MultiScaleDataset, resolve_multiscale_sizes
 from mobilevit.data.transforms import Augmentation, BatchTransform, BatchTransformCollate, eval_transform
-from mobilevit.errors import UserInputError
+from mobilevit.errors import UserInputError, require_choice, require_int
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 # Splits that test_dataloader() may serve (config key ``data.split``).
 EVAL_SPLITS: tuple[str, ...] = ("test", "val")
 
+# MobileViT downsamples by 32: smaller images have no pixels left in the last stage.
+MIN_IMAGE_SIZE = 32
+
 Transform = Callable[[Any], torch.Tensor]
-
-
-def require_int(value: Any, key: str, minimum: int, maximum: int | None = None) -> int:
-    """``value`` if it is an int in [minimum, maximum], else a UserInputError naming config ``key``."""
-    valid = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-    if not valid or (maximum is not None and value > maximum):
-        bounds = f"in {minimum}..{maximum}" if maximum is not None else f">= {minimum}"
-        raise UserInputError(f"{key} must be an integer {bounds}, got {value!r}.")
-    return value
 
 
 class ImageClassificationDataModule(L.LightningDataModule, ABC):
@@ -85,8 +79,10 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
             raise UserInputError(
                 "data.root is required: set it to the dataset folder, e.g. data.root=/path/to/data."
             )
-        if split not in EVAL_SPLITS:
-            raise UserInputError(f"data.split must be one of {list(EVAL_SPLITS)}, got {split!r}.")
+        require_choice(split, "data.split", EVAL_SPLITS)
+        require_int(image_size, "data.image_size", MIN_IMAGE_SIZE, why=" (MobileViT downsamples by 32)")
+        if eval_image_size is not None:
+            require_int(eval_image_size, "data.eval_image_size", MIN_IMAGE_SIZE, why=" or null (= data.image_size)")
         if augmentation is not None and not isinstance(augmentation, Augmentation):
             raise UserInputError(
                 f"augmentation must be a configs/augmentation preset (mobilevit.data.transforms.Augmentation), "
