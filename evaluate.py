@@ -78,9 +78,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     checkpoint = load_checkpoint(ckpt_path)
     overrides = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else {}
     datamodule = datamodule_from_checkpoint(checkpoint, overrides)
-    classifier = classifier_from_checkpoint(
-        checkpoint, channels_last=cfg.get("channels_last", True), fuse_bn=cfg.get("fuse_bn", True)
-    )
+    channels_last = OmegaConf.select(cfg, "module.channels_last", default=True)
+    classifier = classifier_from_checkpoint(checkpoint, channels_last=channels_last, fuse_bn=cfg.get("fuse_bn", True))
     del checkpoint
 
     trainer: L.Trainer = hydra.utils.instantiate(

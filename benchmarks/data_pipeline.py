@@ -7,7 +7,7 @@ Usage (from the repository root)::
 For every augmentation preset in configs/augmentation/ it measures (a) single-process decode+augment img/s with
 PIL decoding (torchvision's default loader), (b) the same with ``torchvision.io.decode_jpeg`` on the file bytes,
 (c) DataLoader img/s with each ``--workers`` count (reported per worker), and prints each per-worker rate divided
-by (d) the single-process training img/s of our model (default: mobilevit_xxs, channels_last + bf16, batch 64).
+by (d) the single-process training img/s of our model (default: mobilevit_xxs, bf16-mixed + channels_last, batch 64).
 A ratio >= ``--target-ratio`` (2x) means one worker feeds the training loop with room to spare.
 """
 
@@ -242,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--loader-decoder", default="pil", choices=list(DECODERS))
     parser.add_argument("--train-model", default="mobilevit_xxs")
     parser.add_argument("--train-batch-size", type=positive_int, default=64)
-    parser.add_argument("--train-setting", default="channels_last_bf16", choices=list(SETTINGS))
+    parser.add_argument("--train-setting", default="bf16-mixed+channels_last", choices=list(SETTINGS))
     parser.add_argument("--threads", type=positive_int, default=torch.get_num_threads(),
                         help="intra-op threads of the training step")
     parser.add_argument("--device", default="cpu", help="device of the training step: cpu or cuda")

@@ -30,8 +30,9 @@ from rich.text import Text
 from mobilevit.data.images import IMAGE_EXTENSIONS, is_image_file, load_image
 from mobilevit.data.transforms import eval_transform
 from mobilevit.errors import UserInputError, require_int
-from mobilevit.utils import display_path, exit_on_user_error, fast_precision, resolve_ckpt_path, set_project_root
+from mobilevit.utils import display_path, exit_on_user_error, resolve_ckpt_path, set_project_root
 from mobilevit.utils.checkpoint import classifier_from_checkpoint, load_checkpoint
+from mobilevit.utils.precision import autocast_dtype
 
 set_project_root(Path(__file__).resolve().parents[1])
 
@@ -102,7 +103,7 @@ class Classifier:
         data_cfg = checkpoint["hyper_parameters"]["cfg"]["data"]
         del checkpoint
         self.device = _device(device)
-        self.autocast_dtype = _autocast_dtype(precision, self.device)
+        self.autocast_dtype = autocast_dtype(precision, self.device.type)
         self.net = classifier.net.to(self.device)
         self.class_names: list[str] = list(
             classifier.hparams.get("class_names") or map(str, range(classifier.num_classes))
@@ -116,16 +117,6 @@ class Classifier:
         images = images.to(self.device, memory_format=torch.channels_last)
         with torch.autocast(self.device.type, self.autocast_dtype, enabled=self.autocast_dtype is not None):
             return self.net(images).float().softmax(dim=1).cpu()
-
-
-def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for ``precision`` (auto: the fastest the hardware supports, or 32 for exact float32)."""
-    if precision not in ("auto", "32"):
-        raise UserInputError(f"precision must be auto or 32, got {precision!r}.")
-    fastest = fast_precision(device.type)
-    if precision == "32" or fastest == "32-true":
-        return None
-    return torch.bfloat16 if fastest == "bf16-mixed" else torch.float16
 
 
 def _device(name: str) -> torch.device:

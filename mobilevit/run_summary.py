@@ -17,17 +17,20 @@ from torch import nn
 
 from mobilevit.models import fuse_batchnorm
 from mobilevit.utils.machine import machine_info
-from mobilevit.utils.precision import fast_precision
+from mobilevit.utils.precision import AUTOCAST_DTYPES, autocast_dtype
 
 SUMMARY_FILE = "summary.json"
 
 
 @torch.inference_mode()
-def measure_latency_ms(net: nn.Module, image_size: int, device: torch.device, repeats: int = 20) -> float:
-    """Median batch-1 forward time (ms) of ``net`` on the inference fast path (fused BN, channels-last, bf16)."""
+def measure_latency_ms(
+    net: nn.Module, image_size: int, device: torch.device, precision: str = "auto", repeats: int = 20
+) -> float:
+    """Median batch-1 forward time (ms) of ``net`` on the inference path (fused BN, channels-last) in ``precision``
+    (a Lightning precision; ``auto``: the fastest the device runs natively)."""
     fused = fuse_batchnorm(net).to(device=device, memory_format=torch.channels_last).eval()
     image = torch.randn(1, 3, image_size, image_size, device=device).contiguous(memory_format=torch.channels_last)
-    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(fast_precision(device.type))
+    dtype = autocast_dtype(precision, device.type)
     times = []
     with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
         for index in range(repeats + 5):  # 5 warm-up passes
@@ -58,6 +61,9 @@ def write_run_summary(
     """Write ``<output_dir>/summary.json``: what was trained, on what, for how long, and how well."""
     image_size = int(run_cfg["data"]["image_size"])
     eval_image_size = int(run_cfg["data"].get("eval_image_size") or image_size)
+    precision = str(run_cfg["trainer"].get("precision"))
+    # Latency in the run's precision; one that autocast has no equivalent of (e.g. 64-true) is timed in float32.
+    latency_precision = precision if precision in AUTOCAST_DTYPES else "32-true"
     summary = {
         "experiment": experiment or "-",
         "model": run_cfg["model"].get("name"),
@@ -67,8 +73,9 @@ def write_run_summary(
         "eval_image_size": eval_image_size,
         "epochs": epochs,
         "wall_time_s": wall_time_s,
-        "latency_ms": measure_latency_ms(net, eval_image_size, device),
-        "precision": run_cfg["trainer"].get("precision"),
+        "latency_ms": measure_latency_ms(net, eval_image_size, device, latency_precision),
+        "latency_precision": latency_precision,
+        "precision": precision,
         "metrics": metrics,
         "machine": machine_info(device),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -6,9 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import FAST_TRAIN, TINY_SYNTHETIC
 from PIL import Image
 
+from mobilevit import run_summary
+from mobilevit.models import create_model
 from mobilevit.report import COLUMNS, find_summaries, main, markdown_table
 from mobilevit.utils.machine import machine_label
 from train import train
@@ -31,6 +34,7 @@ def test_training_writes_a_summary_that_the_report_tabulates_and_plots(make_cfg,
         assert summary["latency_ms"] > 0 and summary["wall_time_s"] > 0 and summary["protocol"] == "SyntheticDataModule"
         # Nothing that names the machine or its folders: summaries get committed and shared.
         assert "run_dir" not in summary and "hostname" not in summary["machine"]
+        assert summary["precision"] == summary["latency_precision"] == "32-true"  # FAST_TRAIN's precision
         assert str(tmp_path) not in json.dumps(summary)
         runs.append(summary)
         run_dirs.append(Path(cfg.paths.output_dir))
@@ -58,3 +62,16 @@ def test_report_without_runs_is_a_clear_error(tmp_path: Path, capsys) -> None:
     assert "No summary.json found" in capsys.readouterr().err
     assert main([str(tmp_path / "nope")]) == 2
     assert "is neither a run directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("precision", "timed_in"), [("bf16-mixed", "bf16-mixed"), ("32-true", "32-true"), ("64-true", "32-true")])
+def test_summary_latency_is_timed_in_the_runs_precision(
+    precision: str, timed_in: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked = []
+    monkeypatch.setattr(run_summary, "autocast_dtype", lambda p, device_type: asked.append(p))
+    run_cfg = {"data": {"image_size": 32}, "model": {"name": "mobilevit_xxs"}, "trainer": {"precision": precision}}
+    net = create_model("mobilevit_xxs", num_classes=3)
+    path = run_summary.write_run_summary(tmp_path, run_cfg, {}, net, 1, 1.0, torch.device("cpu"), None)
+    summary = json.loads(path.read_text())
+    assert asked == [timed_in] and summary["latency_precision"] == timed_in and summary["precision"] == precision
