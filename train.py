@@ -15,7 +15,6 @@ from typing import Any
 
 import hydra
 import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, WeightAveraging
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
@@ -23,7 +22,6 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 from rich.console import Console
 
-from mobilevit.module import class_weights_from_config
 from mobilevit.run_summary import write_run_summary
 from mobilevit.utils import (
     ddp_children_share_dirs,
@@ -98,18 +96,6 @@ def _print_next_steps(
         console.print(f"Evaluate:      [cyan]python evaluate.py ckpt_path={display_path(checkpoint)}[/]")
 
 
-def _class_counts(datamodule: L.LightningDataModule) -> torch.Tensor:
-    """Images per class of the training split (for ``module.class_weights=balanced``).
-
-    Counting reads the labels, so the data is prepared (downloaded/generated) and its images checked first (an
-    unreadable image left out with data.skip_bad_images=true is not counted); fit's own prepare_data is then a
-    no-op, and under DDP Lightning starts the other ranks only after this ran on rank 0.
-    """
-    datamodule.prepare_data()
-    datamodule.check_images()
-    return datamodule.class_counts()
-
-
 def _experiment_name() -> str | None:
     """The ``experiment=`` option of this run (None outside a Hydra run or without one)."""
     if not HydraConfig.initialized():
@@ -139,7 +125,6 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         net=net,
         optimizer=hydra.utils.instantiate(cfg.optimizer),
         scheduler=instantiate_optional(cfg.get("scheduler")),
-        class_weights=class_weights_from_config(cfg.module.get("class_weights"), lambda: _class_counts(datamodule)),
         cfg=run_cfg,
         class_names=list(datamodule.class_names),
     )

@@ -19,7 +19,7 @@ from mobilevit.errors import UserInputError, require_positive
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 STAGES: tuple[str, ...] = ("train", "val", "test")
-# Values of `module.class_weights` (train.py turns them into per-class loss weights).
+# Values of `module.class_weights` in the configs; ImageClassifier also takes a list of per-class weights.
 CLASS_WEIGHT_OPTIONS: tuple[str | None, ...] = (None, "balanced")
 
 
@@ -32,14 +32,6 @@ def balanced_class_weights(class_counts: torch.Tensor) -> list[float]:
             f"module.class_weights=balanced needs training images of every class; classes {empty} have none."
         )
     return (counts.sum() / (len(counts) * counts)).tolist()
-
-
-def class_weights_from_config(option: str | None, class_counts: Callable[[], torch.Tensor]) -> list[float] | None:
-    """Loss weights for ``module.class_weights`` (null or balanced); ``class_counts`` is only called when needed."""
-    if option not in CLASS_WEIGHT_OPTIONS:
-        valid = ", ".join("null" if value is None else value for value in CLASS_WEIGHT_OPTIONS)
-        raise UserInputError(f"module.class_weights must be one of: {valid}; got {option!r}.")
-    return None if option is None else balanced_class_weights(class_counts())
 
 
 def soft_target_cross_entropy(
@@ -116,8 +108,11 @@ class ImageClassifier(L.LightningModule):
         scheduler: partial scheduler constructor called with ``optimizer``, ``total_steps`` and
             ``steps_per_epoch``; stepped after every optimizer step. None keeps the lr constant.
         label_smoothing: label smoothing of the training loss (validation/test loss is plain cross-entropy).
-        class_weights: per-class weights of the training loss (e.g. :func:`balanced_class_weights`); None
-            weighs every class equally. Validation/test losses are unweighted.
+        class_weights: per-class weights of the training loss: a list of ``num_classes`` positive numbers,
+            ``"balanced"`` (:func:`balanced_class_weights` of the datamodule's ``class_counts()``, computed when fit
+            starts) or None (every class weighs the same). The resolved list is stored in checkpoints
+            (``hyper_parameters.class_weights``), and a resumed ``balanced`` run keeps it. Validation/test losses
+            are unweighted.
         channels_last: keep weights and input batches in channels-last memory format (faster convolutions).
         backbone_lr_scale: learning rate of everything but the classifier head, relative to the optimizer's lr;
             below 1 when fine-tuning pretrained weights, so that the new head learns faster than the backbone.
@@ -131,7 +126,7 @@ class ImageClassifier(L.LightningModule):
         optimizer: Callable[..., Optimizer] | None = None,
         scheduler: Callable[..., LRScheduler] | None = None,
         label_smoothing: float = 0.1,
-        class_weights: Sequence[float] | torch.Tensor | None = None,
+        class_weights: Sequence[float] | torch.Tensor | str | None = None,
         channels_last: bool = True,
         backbone_lr_scale: float = 1.0,
         cfg: dict[str, Any] | None = None,
@@ -144,28 +139,54 @@ class ImageClassifier(L.LightningModule):
         num_classes = int(net.num_classes)
         if class_names is not None and len(class_names) != num_classes:
             raise UserInputError(f"Got {len(class_names)} class names for a network with {num_classes} classes.")
-        weights = None
-        if class_weights is not None:
-            weights = torch.as_tensor(class_weights, dtype=torch.float32).flatten()
-            if len(weights) != num_classes or not (torch.isfinite(weights).all() and (weights > 0).all()):
-                raise UserInputError(
-                    f"module.class_weights must be {num_classes} positive finite numbers, got {weights.tolist()}."
-                )
+        self.balance_classes = isinstance(class_weights, str)
+        if self.balance_classes and class_weights not in CLASS_WEIGHT_OPTIONS:
+            valid = ", ".join("null" if value is None else value for value in CLASS_WEIGHT_OPTIONS)
+            raise UserInputError(f"module.class_weights must be one of: {valid}; got {class_weights!r}.")
+        self.num_classes = num_classes
         # Only plain containers go into hparams/checkpoints, so `torch.load(weights_only=True)` can read them.
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "class_weights"], logger=False)
-        self.hparams["class_weights"] = None if weights is None else weights.tolist()
         self.hparams["num_classes"] = num_classes
+        # Non-persistent: follows the module's device but stays out of state_dict (checkpoints hold `net.*` only).
+        self.register_buffer("class_weights", None, persistent=False)
+        self._use_class_weights(None if self.balance_classes else class_weights)
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
-        self.num_classes = num_classes
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.label_smoothing = label_smoothing
-        # Non-persistent: follows the module's device but stays out of state_dict (checkpoints hold `net.*` only).
-        self.register_buffer("class_weights", weights, persistent=False)
         self.train_metrics = classification_metrics(num_classes, "train/")
         self.val_metrics = classification_metrics(num_classes, "val/")
         self.test_metrics = classification_metrics(num_classes, "test/")
         self.val_acc_best = MaxMetric()
+
+    def _use_class_weights(self, values: Sequence[float] | torch.Tensor | None) -> None:
+        """Check and set the training loss's per-class weights (the buffer and ``hparams.class_weights``)."""
+        weights = None
+        if values is not None:
+            weights = torch.as_tensor(values, dtype=torch.float32).flatten()
+            if len(weights) != self.num_classes or not (torch.isfinite(weights).all() and (weights > 0).all()):
+                raise UserInputError(
+                    f"module.class_weights must be {self.num_classes} positive finite numbers, got {weights.tolist()}."
+                )
+            weights = weights.to(self.device)
+        self.class_weights = weights
+        self.hparams["class_weights"] = None if weights is None else weights.tolist()
+
+    def setup(self, stage: str) -> None:
+        """``class_weights="balanced"``: weigh the classes from the datamodule's training labels when fit starts
+        (after its prepare_data and setup, so left-out unreadable images do not count)."""
+        if stage != "fit" or not self.balance_classes:
+            return
+        class_counts = getattr(self.trainer.datamodule, "class_counts", None)
+        if class_counts is None:
+            raise UserInputError("module.class_weights=balanced needs a data module with class_counts().")
+        self._use_class_weights(balanced_class_weights(class_counts()))
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A resumed "balanced" run keeps the weights it started with, even if the data changed since.
+        stored = checkpoint.get("hyper_parameters", {}).get("class_weights")
+        if self.balance_classes and stored is not None:
+            self._use_class_weights(stored)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
