@@ -35,6 +35,7 @@ from mobilevit.utils import (
     resolved_config,
     set_project_root,
     silence_upstream_warnings,
+    warn_renamed_options,
 )
 from mobilevit.utils.checkpoint import load_checkpoint
 from mobilevit.utils.validation import check_train_data, validate_train_config
@@ -106,6 +107,7 @@ def _experiment_name() -> str | None:
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Fit (and optionally test) the configured model; returns (metrics, objects built)."""
     started = time.perf_counter()
+    warn_renamed_options()
     validate_train_config(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)

@@ -13,6 +13,7 @@ from mobilevit.utils.run import (
     resolved_config,
     set_project_root,
     silence_upstream_warnings,
+    warn_renamed_options,
 )
 
 __all__ = [
@@ -31,4 +32,5 @@ __all__ = [
     "resolved_config",
     "set_project_root",
     "silence_upstream_warnings",
+    "warn_renamed_options",
 ]
