@@ -173,9 +173,15 @@ class ImageClassifier(L.LightningModule):
         self.hparams["class_weights"] = None if weights is None else weights.tolist()
 
     def setup(self, stage: str) -> None:
-        """``class_weights="balanced"``: weigh the classes from the datamodule's training labels when fit starts
-        (after its prepare_data and setup, so left-out unreadable images do not count)."""
-        if stage != "fit" or not self.balance_classes:
+        """When fit starts: an example input at the training resolution (the model summary's FLOPs), and for
+        ``class_weights="balanced"`` the class weights from the datamodule's training labels (after its
+        prepare_data and setup, so left-out unreadable images do not count)."""
+        if stage != "fit":
+            return
+        image_size = getattr(self.trainer.datamodule, "image_size", None)
+        if image_size:
+            self.example_input_array = torch.zeros(1, 3, image_size, image_size)
+        if not self.balance_classes:
             return
         class_counts = getattr(self.trainer.datamodule, "class_counts", None)
         if class_counts is None:

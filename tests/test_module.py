@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -183,3 +184,27 @@ def test_delayed_early_stopping(start_epoch: int, stopped_epoch: int) -> None:
     assert stopper.stopped_epoch == stopped_epoch and trainer.current_epoch == stopped_epoch + 1
     with pytest.raises(UserInputError, match="start_epoch must be >= 0"):
         DelayedEarlyStopping(monitor="val/loss", start_epoch=-1)
+
+
+def test_model_summary_lists_layers_with_flops_at_the_training_size(make_cfg, caplog) -> None:
+    """FLOPs at data.image_size (set by the module when fit starts), no metric modules listed as layers, and no
+    litlogger advertisement or mixed-precision summary warning."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from mobilevit.callbacks.model_summary import _LayersOnly
+    from mobilevit.utils import silence_upstream_warnings
+
+    cfg = make_cfg([*TINY_SYNTHETIC, *FAST_TRAIN, "model=mobilevit_xxs", "logger=none", "+trainer.fast_dev_run=1"])
+    _, objects = train(cfg)
+    module = objects["model"]
+    assert tuple(module.example_input_array.shape) == (1, 3, 32, 32)  # TINY_SYNTHETIC: data.image_size=32
+    summary = _LayersOnly(module, max_depth=1)
+    assert summary.layer_names == ["net"]  # not train_metrics, val_metrics, test_metrics, val_acc_best
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        module.net.eval()(torch.zeros(1, 3, 32, 32))
+    assert summary.total_flops == counter.get_total_flops() > 0
+
+    silence_upstream_warnings()
+    with caplog.at_level(logging.INFO):
+        L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    assert "GPU available" in caplog.text and "litlogger" not in caplog.text

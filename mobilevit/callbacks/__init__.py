@@ -3,12 +3,14 @@
 from mobilevit.callbacks.checkpoint_io import AtomicCheckpointIO, atomic_torch_save
 from mobilevit.callbacks.diagnostics import TrainingDiagnostics
 from mobilevit.callbacks.last_checkpoint import LastCheckpoint
+from mobilevit.callbacks.model_summary import NetworkSummary
 from mobilevit.callbacks.nan_guard import NonFiniteLossError, NonFiniteLossGuard
 from mobilevit.callbacks.rng_state import RNGStateCheckpoint
 
 __all__ = [
     "AtomicCheckpointIO",
     "LastCheckpoint",
+    "NetworkSummary",
     "NonFiniteLossError",
     "NonFiniteLossGuard",
     "RNGStateCheckpoint",

@@ -53,9 +53,18 @@ def exit_on_user_error() -> Iterator[None]:
         sys.exit(USER_ERROR_EXIT_CODE)
 
 
+def _not_an_advert(record: logging.LogRecord) -> bool:
+    return "litlogger" not in record.getMessage()
+
+
 def silence_upstream_warnings() -> None:
-    """Hide known upstream deprecation noise that users cannot act on (Lightning's use of torch's LeafSpec)."""
+    """Hide known upstream noise that users cannot act on: Lightning's use of torch's LeafSpec, its model summary's
+    "precision not supported" warning for mixed precision (the size column assumes float32 weights, which they are),
+    and its advertisement for the litlogger package."""
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+    warnings.filterwarnings("ignore", message=r"Precision \S+ is not supported by the model summary")
+    for package in ("pytorch", "fabric"):  # the loggers rank_zero_info writes to
+        logging.getLogger(f"lightning.{package}.utilities.rank_zero").addFilter(_not_an_advert)
 
 
 def warn_renamed_options() -> list[str]:
