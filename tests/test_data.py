@@ -367,7 +367,7 @@ def _config(data: str, augmentation: str, data_dir: Path, **data_overrides):
     return cfg
 
 
-@pytest.mark.parametrize("augmentation", ["none", "basic", "seed", "strong"])
+@pytest.mark.parametrize("augmentation", ["none", "basic", "crop_flip_jitter", "strong"])
 def test_configs_instantiate(tmp_path: Path, augmentation: str) -> None:
     cfg = _config("synthetic", augmentation, tmp_path, num_workers=0)
     preset = instantiate(cfg.augmentation)
