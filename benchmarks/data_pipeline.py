@@ -51,6 +51,7 @@ from benchmarks.common import (
 from benchmarks.throughput import SETTINGS, MeasureSpec, measure
 from mobilevit.errors import UserInputError
 from mobilevit.utils.machine import machine_info
+from mobilevit.utils.run import RENAMED_OPTIONS
 
 AUGMENTATION_DIR = REPO_ROOT / "configs" / "augmentation"
 CROP_PCT = 0.9  # value given to presets that interpolate ${data.crop_pct} (the data configs' default)
@@ -70,8 +71,9 @@ DECODERS: dict[str, Callable[[str | Path], Any] | None] = {"pil": None, "decode_
 
 
 def available_presets() -> list[str]:
-    """Augmentation presets found in configs/augmentation/, ``basic`` first."""
-    names = sorted(path.stem for path in AUGMENTATION_DIR.glob("*.yaml"))
+    """Augmentation presets found in configs/augmentation/, ``basic`` first (deprecated aliases left out)."""
+    renamed = RENAMED_OPTIONS["augmentation"]
+    names = sorted(path.stem for path in AUGMENTATION_DIR.glob("*.yaml") if path.stem not in renamed)
     return sorted(names, key=lambda name: name != "basic")
 
 

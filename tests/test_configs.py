@@ -157,7 +157,7 @@ def test_default_callbacks_and_logger(make_cfg) -> None:
     cfg = make_cfg()
     callbacks = instantiate_callbacks(cfg.callbacks)
     kinds = {type(callback).__name__ for callback in callbacks}
-    assert {"ModelCheckpoint", "LearningRateMonitor", "RichProgressBar", "RichModelSummary"} <= kinds
+    assert {"ModelCheckpoint", "LearningRateMonitor", "RichProgressBar", "NetworkSummary"} <= kinds
     checkpoint, last = [c for c in callbacks if isinstance(c, ModelCheckpoint)]
     assert checkpoint.monitor == "val/acc" and checkpoint.mode == "max"
     assert last.monitor is None and last.filename == "last" and last.save_top_k == 1  # last.ckpt every epoch
