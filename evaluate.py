@@ -24,25 +24,21 @@ from mobilevit.errors import UserInputError
 from mobilevit.utils import (
     display_path,
     exit_on_user_error,
+    register_config_resolvers,
     resolve_ckpt_path,
     set_project_root,
     silence_upstream_warnings,
 )
 from mobilevit.utils.checkpoint import classifier_from_checkpoint, datamodule_from_checkpoint, load_checkpoint
-from mobilevit.utils.evaluation import (
-    ClassificationReport,
-    classification_report,
-    plot_confusion_matrix,
-    write_metrics_json,
-    write_per_class_csv,
-)
-from mobilevit.utils.validation import validate_eval_config
+from mobilevit.metrics import SplitMetrics, split_metrics, write_metrics_json, write_per_class_csv
+from mobilevit.plots import plot_confusion_matrix
 
 set_project_root(Path(__file__).parent)
+register_config_resolvers()
 silence_upstream_warnings()
 
 
-def _print_summary(report: ClassificationReport, split: str, ckpt_path: str, output_dir: Path) -> None:
+def _print_summary(report: SplitMetrics, split: str, ckpt_path: str, output_dir: Path) -> None:
     console = Console(soft_wrap=True)
     table = Table(title=f"{split} split: {report.num_images} images, {len(report.class_names)} classes")
     table.add_column("metric")
@@ -75,7 +71,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate ``cfg.ckpt_path`` on ``cfg.data.split``; write the result files; return metrics.json's content."""
     if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.get("ckpt_path"):
         raise UserInputError("evaluate.py needs ckpt_path=<file.ckpt | run directory | last>.")
-    validate_eval_config(cfg)
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, Path(cfg.paths.log_dir) / "train")
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -83,9 +78,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     checkpoint = load_checkpoint(ckpt_path)
     overrides = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else {}
     datamodule = datamodule_from_checkpoint(checkpoint, overrides)
-    classifier = classifier_from_checkpoint(
-        checkpoint, channels_last=cfg.get("channels_last", True), fuse_bn=cfg.get("fuse_bn", True)
-    )
+    channels_last = OmegaConf.select(cfg, "module.channels_last", default=True)
+    classifier = classifier_from_checkpoint(checkpoint, channels_last=channels_last, fuse_bn=cfg.get("fuse_bn", True))
     del checkpoint
     if cfg.get("hflip_tta") is not None:
         classifier.hflip_tta = bool(cfg.hflip_tta)
@@ -105,7 +99,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     logits = torch.cat([batch["logits"] for batch in batches])
     targets = torch.cat([batch["targets"] for batch in batches])
 
-    report = classification_report(logits, targets, list(datamodule.class_names))
+    report = split_metrics(logits, targets, list(datamodule.class_names))
     split = datamodule.split
     extra = {
         "split": split,

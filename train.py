@@ -15,7 +15,6 @@ from typing import Any
 
 import hydra
 import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, WeightAveraging
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
@@ -24,8 +23,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 
 from mobilevit.callbacks import TimeToAccuracy
-from mobilevit.module import class_weights_from_config
-from mobilevit.report import write_run_summary
+from mobilevit.run_summary import write_run_summary
 from mobilevit.utils import (
     ddp_children_share_dirs,
     display_path,
@@ -33,14 +31,18 @@ from mobilevit.utils import (
     instantiate_callbacks,
     instantiate_loggers,
     instantiate_optional,
+    register_config_resolvers,
     resolve_ckpt_path,
     resolved_config,
     set_project_root,
     silence_upstream_warnings,
+    warn_renamed_options,
 )
+from mobilevit.utils.checkpoint import load_checkpoint
 from mobilevit.utils.validation import check_train_data, validate_train_config
 
 set_project_root(Path(__file__).parent)
+register_config_resolvers()
 silence_upstream_warnings()
 
 
@@ -96,18 +98,6 @@ def _print_next_steps(
         console.print(f"Evaluate:      [cyan]python evaluate.py ckpt_path={display_path(checkpoint)}[/]")
 
 
-def _class_counts(datamodule: L.LightningDataModule) -> torch.Tensor:
-    """Images per class of the training split (for ``module.class_weights=balanced``).
-
-    Counting reads the labels, so the data is prepared (downloaded/generated) and its images checked first (an
-    unreadable image left out with data.skip_bad_images=true is not counted); fit's own prepare_data is then a
-    no-op, and under DDP Lightning starts the other ranks only after this ran on rank 0.
-    """
-    datamodule.prepare_data()
-    datamodule.check_images()
-    return datamodule.class_counts()
-
-
 def _experiment_name() -> str | None:
     """The ``experiment=`` option of this run (None outside a Hydra run or without one)."""
     if not HydraConfig.initialized():
@@ -118,6 +108,7 @@ def _experiment_name() -> str | None:
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Fit (and optionally test) the configured model; returns (metrics, objects built)."""
     started = time.perf_counter()
+    warn_renamed_options()
     validate_train_config(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
@@ -126,7 +117,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
     augmentation = instantiate_optional(cfg.get("augmentation"))
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data, augmentation=augmentation)
-    check_train_data(cfg, datamodule, ckpt_path)
+    # Read with weights_only=True: an unsafe file is refused here, before training.
+    ckpt_classes = load_checkpoint(ckpt_path)["hyper_parameters"].get("num_classes") if ckpt_path else None
+    check_train_data(cfg, datamodule, ckpt_path, ckpt_classes)
     net = hydra.utils.instantiate(cfg.model, num_classes=datamodule.num_classes)
     run_cfg = resolved_config(cfg)
     # Partial first: the plain run config must reach the module as is, not be instantiated by Hydra.
@@ -135,7 +128,6 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         net=net,
         optimizer=hydra.utils.instantiate(cfg.optimizer),
         scheduler=instantiate_optional(cfg.get("scheduler")),
-        class_weights=class_weights_from_config(cfg.module.get("class_weights"), lambda: _class_counts(datamodule)),
         cfg=run_cfg,
         class_names=list(datamodule.class_names),
     )
@@ -170,14 +162,15 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         # Test the averaged weights: the checkpoint's state_dict holds them, but a weight-averaging callback still
         # attached would reload the raw weights it keeps beside them (`current_model_state`).
         trainer.callbacks = [callback for callback in trainer.callbacks if not isinstance(callback, WeightAveraging)]
+        tested_ckpt = best_ckpt
         if cfg.get("test_weights", "best") == "last":
             trainer.validate(model=model, datamodule=datamodule, verbose=False)  # val metrics of the tested weights
             metrics.update({f"{name}_last": float(value) for name, value in trainer.callback_metrics.items()
                             if name.startswith("val/") and not name.endswith("_best")})  # fmt: skip
-            best_ckpt = None
+            tested_ckpt = None
         elif best_ckpt is None:
             Console().print("[yellow]No best checkpoint was saved: testing the weights at the end of training.[/]")
-        trainer.test(model=model, datamodule=datamodule, ckpt_path=best_ckpt, weights_only=True)
+        trainer.test(model=model, datamodule=datamodule, ckpt_path=tested_ckpt, weights_only=True)
         metrics.update(
             {name: float(value) for name, value in trainer.callback_metrics.items() if name.startswith("test/")}
         )
@@ -193,6 +186,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             wall_time_s=time.perf_counter() - started,
             device=trainer.strategy.root_device,
             experiment=_experiment_name(),
+            overrides=list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
             time_to_accuracy=next(
                 (callback.points for callback in trainer.callbacks if isinstance(callback, TimeToAccuracy)), ()
             ),

@@ -7,7 +7,7 @@ Usage (from the repository root)::
 For every augmentation preset in configs/augmentation/ it measures (a) single-process decode+augment img/s with
 PIL decoding (torchvision's default loader), (b) the same with ``torchvision.io.decode_jpeg`` on the file bytes,
 (c) DataLoader img/s with each ``--workers`` count (reported per worker), and prints each per-worker rate divided
-by (d) the single-process training img/s of our model (default: mobilevit_xxs, channels_last + bf16, batch 64).
+by (d) the single-process training img/s of our model (default: mobilevit_xxs, bf16-mixed + channels_last, batch 64).
 A ratio >= ``--target-ratio`` (2x) means one worker feeds the training loop with room to spare.
 """
 
@@ -51,6 +51,7 @@ from benchmarks.common import (
 from benchmarks.throughput import SETTINGS, MeasureSpec, measure
 from mobilevit.errors import UserInputError
 from mobilevit.utils.machine import machine_info
+from mobilevit.utils.run import RENAMED_OPTIONS
 
 AUGMENTATION_DIR = REPO_ROOT / "configs" / "augmentation"
 CROP_PCT = 0.9  # value given to presets that interpolate ${data.crop_pct} (the data configs' default)
@@ -70,8 +71,9 @@ DECODERS: dict[str, Callable[[str | Path], Any] | None] = {"pil": None, "decode_
 
 
 def available_presets() -> list[str]:
-    """Augmentation presets found in configs/augmentation/, ``basic`` first."""
-    names = sorted(path.stem for path in AUGMENTATION_DIR.glob("*.yaml"))
+    """Augmentation presets found in configs/augmentation/, ``basic`` first (deprecated aliases left out)."""
+    renamed = RENAMED_OPTIONS["augmentation"]
+    names = sorted(path.stem for path in AUGMENTATION_DIR.glob("*.yaml") if path.stem not in renamed)
     return sorted(names, key=lambda name: name != "basic")
 
 
@@ -240,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--loader-decoder", default="pil", choices=list(DECODERS))
     parser.add_argument("--train-model", default="mobilevit_xxs")
     parser.add_argument("--train-batch-size", type=positive_int, default=64)
-    parser.add_argument("--train-setting", default="channels_last_bf16", choices=list(SETTINGS))
+    parser.add_argument("--train-setting", default="bf16-mixed+channels_last", choices=list(SETTINGS))
     parser.add_argument("--threads", type=positive_int, default=torch.get_num_threads(),
                         help="intra-op threads of the training step")
     parser.add_argument("--device", default="cpu", help="device of the training step: cpu or cuda")

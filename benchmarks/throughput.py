@@ -3,7 +3,7 @@
 Usage (from the repository root)::
 
     python benchmarks/throughput.py --model mobilevit_xs --img-size 256 --batch-size 32 --threads 2 \
-        --repeats 5 --warmup 2 --settings fp32,channels_last,bf16,channels_last_bf16 --fast-path --json out.json
+        --repeats 5 --warmup 2 --settings 32-true,32-true+channels_last,bf16-mixed,bf16-mixed+channels_last --fast-path --json out.json
 
 Every (implementation, setting, mode) figure is measured in a fresh Python process, so peak memory is that
 measurement's own; see benchmarks/README.md for the methodology.
@@ -50,21 +50,23 @@ from benchmarks.common import (
 )
 from mobilevit.errors import UserInputError
 from mobilevit.utils.machine import machine_info
+from mobilevit.utils.precision import autocast_dtype
 
 
 @dataclass(frozen=True)
 class Setting:
-    """How inputs and weights are laid out and which precision the forward pass runs in."""
+    """Which precision the forward pass runs in (Lightning's names) and how inputs and weights are laid out."""
 
+    precision: str
     channels_last: bool
-    bf16: bool
 
 
+# Named <Lightning precision>[+channels_last], as trainer.precision and module.channels_last say it.
 SETTINGS: dict[str, Setting] = {
-    "fp32": Setting(channels_last=False, bf16=False),
-    "channels_last": Setting(channels_last=True, bf16=False),
-    "bf16": Setting(channels_last=False, bf16=True),
-    "channels_last_bf16": Setting(channels_last=True, bf16=True),
+    "32-true": Setting("32-true", channels_last=False),
+    "32-true+channels_last": Setting("32-true", channels_last=True),
+    "bf16-mixed": Setting("bf16-mixed", channels_last=False),
+    "bf16-mixed+channels_last": Setting("bf16-mixed", channels_last=True),
 }
 MODES = ("train", "infer", "latency")
 # "ours_fused" is our model with BatchNorm folded (mobilevit.models.fuse_batchnorm); inference modes only.
@@ -147,8 +149,10 @@ def _prepare(spec: MeasureSpec, batch: int) -> tuple[Callable[[], None], int]:
     inputs = torch.rand(batch, 3, spec.img_size, spec.img_size, device=device)
     inputs = inputs.contiguous(memory_format=memory_format)
 
+    dtype = autocast_dtype(setting.precision, device.type)
+
     def autocast() -> torch.autocast:
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=setting.bf16)
+        return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
     if spec.mode == "train":
         return _train_step(model, inputs, spec.num_classes, autocast), 1

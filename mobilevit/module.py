@@ -15,12 +15,12 @@ from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MaxMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from mobilevit.errors import UserInputError
+from mobilevit.errors import UserInputError, require_positive
 from mobilevit.utils.budget import training_progress
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 STAGES: tuple[str, ...] = ("train", "val", "test")
-# Values of `module.class_weights` (train.py turns them into per-class loss weights).
+# Values of `module.class_weights` in the configs; ImageClassifier also takes a list of per-class weights.
 CLASS_WEIGHT_OPTIONS: tuple[str | None, ...] = (None, "balanced")
 
 
@@ -33,14 +33,6 @@ def balanced_class_weights(class_counts: torch.Tensor) -> list[float]:
             f"module.class_weights=balanced needs training images of every class; classes {empty} have none."
         )
     return (counts.sum() / (len(counts) * counts)).tolist()
-
-
-def class_weights_from_config(option: str | None, class_counts: Callable[[], torch.Tensor]) -> list[float] | None:
-    """Loss weights for ``module.class_weights`` (null or balanced); ``class_counts`` is only called when needed."""
-    if option not in CLASS_WEIGHT_OPTIONS:
-        valid = ", ".join("null" if value is None else value for value in CLASS_WEIGHT_OPTIONS)
-        raise UserInputError(f"module.class_weights must be one of: {valid}; got {option!r}.")
-    return None if option is None else balanced_class_weights(class_counts())
 
 
 def soft_target_cross_entropy(
@@ -128,8 +120,11 @@ class ImageClassifier(L.LightningModule):
             and ``progress`` (:meth:`training_progress`); stepped after every optimizer step. None keeps the lr
             constant.
         label_smoothing: label smoothing of the training loss (validation/test loss is plain cross-entropy).
-        class_weights: per-class weights of the training loss (e.g. :func:`balanced_class_weights`); None
-            weighs every class equally. Validation/test losses are unweighted.
+        class_weights: per-class weights of the training loss: a list of ``num_classes`` positive numbers,
+            ``"balanced"`` (:func:`balanced_class_weights` of the datamodule's ``class_counts()``, computed when fit
+            starts) or None (every class weighs the same). The resolved list is stored in checkpoints
+            (``hyper_parameters.class_weights``), and a resumed ``balanced`` run keeps it. Validation/test losses
+            are unweighted.
         channels_last: keep weights and input batches in channels-last memory format (faster convolutions).
         backbone_lr_scale: learning rate of everything but the classifier head, relative to the optimizer's lr;
             below 1 when fine-tuning pretrained weights, so that the new head learns faster than the backbone.
@@ -145,7 +140,7 @@ class ImageClassifier(L.LightningModule):
         optimizer: Callable[..., Optimizer] | None = None,
         scheduler: Callable[..., LRScheduler] | None = None,
         label_smoothing: float = 0.1,
-        class_weights: Sequence[float] | torch.Tensor | None = None,
+        class_weights: Sequence[float] | torch.Tensor | str | None = None,
         channels_last: bool = True,
         backbone_lr_scale: float = 1.0,
         hflip_tta: bool = False,
@@ -155,34 +150,65 @@ class ImageClassifier(L.LightningModule):
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
             raise UserInputError(f"module.label_smoothing must be in [0, 1), got {label_smoothing}.")
-        if not backbone_lr_scale > 0:
-            raise UserInputError(f"module.backbone_lr_scale must be > 0, got {backbone_lr_scale}.")
+        require_positive(backbone_lr_scale, "module.backbone_lr_scale")
         num_classes = int(net.num_classes)
         if class_names is not None and len(class_names) != num_classes:
             raise UserInputError(f"Got {len(class_names)} class names for a network with {num_classes} classes.")
-        weights = None
-        if class_weights is not None:
-            weights = torch.as_tensor(class_weights, dtype=torch.float32).flatten()
-            if len(weights) != num_classes or not (torch.isfinite(weights).all() and (weights > 0).all()):
-                raise UserInputError(
-                    f"module.class_weights must be {num_classes} positive finite numbers, got {weights.tolist()}."
-                )
+        self.balance_classes = isinstance(class_weights, str)
+        if self.balance_classes and class_weights not in CLASS_WEIGHT_OPTIONS:
+            valid = ", ".join("null" if value is None else value for value in CLASS_WEIGHT_OPTIONS)
+            raise UserInputError(f"module.class_weights must be one of: {valid}; got {class_weights!r}.")
+        self.num_classes = num_classes
         # Only plain containers go into hparams/checkpoints, so `torch.load(weights_only=True)` can read them.
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "class_weights"], logger=False)
-        self.hparams["class_weights"] = None if weights is None else weights.tolist()
         self.hparams["num_classes"] = num_classes
+        # Non-persistent: follows the module's device but stays out of state_dict (checkpoints hold `net.*` only).
+        self.register_buffer("class_weights", None, persistent=False)
+        self._use_class_weights(None if self.balance_classes else class_weights)
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
-        self.num_classes = num_classes
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.label_smoothing = label_smoothing
         self.hflip_tta = bool(hflip_tta)
-        # Non-persistent: follows the module's device but stays out of state_dict (checkpoints hold `net.*` only).
-        self.register_buffer("class_weights", weights, persistent=False)
         self.train_metrics = classification_metrics(num_classes, "train/")
         self.val_metrics = classification_metrics(num_classes, "val/")
         self.test_metrics = classification_metrics(num_classes, "test/")
         self.val_acc_best = MaxMetric()
+
+    def _use_class_weights(self, values: Sequence[float] | torch.Tensor | None) -> None:
+        """Check and set the training loss's per-class weights (the buffer and ``hparams.class_weights``)."""
+        weights = None
+        if values is not None:
+            weights = torch.as_tensor(values, dtype=torch.float32).flatten()
+            if len(weights) != self.num_classes or not (torch.isfinite(weights).all() and (weights > 0).all()):
+                raise UserInputError(
+                    f"module.class_weights must be {self.num_classes} positive finite numbers, got {weights.tolist()}."
+                )
+            weights = weights.to(self.device)
+        self.class_weights = weights
+        self.hparams["class_weights"] = None if weights is None else weights.tolist()
+
+    def setup(self, stage: str) -> None:
+        """When fit starts: an example input at the training resolution (the model summary's FLOPs), and for
+        ``class_weights="balanced"`` the class weights from the datamodule's training labels (after its
+        prepare_data and setup, so left-out unreadable images do not count)."""
+        if stage != "fit":
+            return
+        image_size = getattr(self.trainer.datamodule, "image_size", None)
+        if image_size:
+            self.example_input_array = torch.zeros(1, 3, image_size, image_size)
+        if not self.balance_classes:
+            return
+        class_counts = getattr(self.trainer.datamodule, "class_counts", None)
+        if class_counts is None:
+            raise UserInputError("module.class_weights=balanced needs a data module with class_counts().")
+        self._use_class_weights(balanced_class_weights(class_counts()))
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A resumed "balanced" run keeps the weights it started with, even if the data changed since.
+        stored = checkpoint.get("hyper_parameters", {}).get("class_weights")
+        if self.balance_classes and stored is not None:
+            self._use_class_weights(stored)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits (B, num_classes) of images (B, 3, H, W); flip-averaged in eval mode with ``hflip_tta``."""

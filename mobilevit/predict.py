@@ -27,13 +27,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from mobilevit.data.base import require_int
 from mobilevit.data.images import IMAGE_EXTENSIONS, is_image_file, load_image
 from mobilevit.data.transforms import eval_transform
-from mobilevit.errors import UserInputError
+from mobilevit.errors import UserInputError, require_int
 from mobilevit.module import hflip_tta_logits
-from mobilevit.utils import display_path, exit_on_user_error, fast_precision, resolve_ckpt_path, set_project_root
+from mobilevit.utils import display_path, exit_on_user_error, resolve_ckpt_path, set_project_root
 from mobilevit.utils.checkpoint import classifier_from_checkpoint, load_checkpoint
+from mobilevit.utils.precision import autocast_dtype
 
 set_project_root(Path(__file__).resolve().parents[1])
 
@@ -107,7 +107,7 @@ class Classifier:
         data_cfg = checkpoint["hyper_parameters"]["cfg"]["data"]
         del checkpoint
         self.device = _device(device)
-        self.autocast_dtype = _autocast_dtype(precision, self.device)
+        self.autocast_dtype = autocast_dtype(precision, self.device.type)
         self.net = classifier.net.to(self.device)
         self.class_names: list[str] = list(
             classifier.hparams.get("class_names") or map(str, range(classifier.num_classes))
@@ -123,16 +123,6 @@ class Classifier:
         with torch.autocast(self.device.type, self.autocast_dtype, enabled=self.autocast_dtype is not None):
             logits = hflip_tta_logits(self.net, images) if self.hflip_tta else self.net(images)
             return logits.float().softmax(dim=1).cpu()
-
-
-def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for ``precision`` (auto: the fastest the hardware supports, or 32 for exact float32)."""
-    if precision not in ("auto", "32"):
-        raise UserInputError(f"precision must be auto or 32, got {precision!r}.")
-    fastest = fast_precision(device.type)
-    if precision == "32" or fastest == "32-true":
-        return None
-    return torch.bfloat16 if fastest == "bf16-mixed" else torch.float16
 
 
 def _device(name: str) -> torch.device:

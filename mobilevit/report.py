@@ -1,6 +1,6 @@
 """Results table and plot from finished training runs.
 
-Every train.py run writes ``summary.json`` into its run directory (see :func:`write_run_summary`). This command
+Every train.py run writes ``summary.json`` into its run directory (:mod:`mobilevit.run_summary`). This command
 collects them into a markdown table and a plot of test accuracy against parameters and latency:
 
     python -m mobilevit.report logs/train/runs/2026-11-25_05-00-00 logs/train/runs/2026-11-25_06-00-00
@@ -14,95 +14,19 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import sys
-import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from mobilevit.errors import UserInputError
+from mobilevit.run_summary import SUMMARY_FILE
+from mobilevit.utils.machine import machine_label
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from mobilevit.errors import UserInputError  # noqa: E402
-from mobilevit.models import fuse_batchnorm  # noqa: E402
-from mobilevit.utils.machine import machine_info, machine_label  # noqa: E402
-from mobilevit.utils.precision import fast_precision  # noqa: E402
-
-SUMMARY_FILE = "summary.json"
 COLUMNS: tuple[str, ...] = (
     "experiment", "variant", "params", "protocol", "resolution", "epochs", "wall time", "machine",
     "val top-1", "test top-1", "test macro F1", "date",
 )  # fmt: skip
-
-
-@torch.inference_mode()
-def measure_latency_ms(net: nn.Module, image_size: int, device: torch.device, repeats: int = 20) -> float:
-    """Median batch-1 forward time (ms) of ``net`` on the inference fast path (fused BN, channels-last, bf16)."""
-    fused = fuse_batchnorm(net).to(device=device, memory_format=torch.channels_last).eval()
-    image = torch.randn(1, 3, image_size, image_size, device=device).contiguous(memory_format=torch.channels_last)
-    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(fast_precision(device.type))
-    times = []
-    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-        for index in range(repeats + 5):  # 5 warm-up passes
-            start = time.perf_counter()
-            fused(image)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            if index >= 5:
-                times.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(times)
-
-
-def _protocol(data_cfg: dict[str, Any]) -> str:
-    protocol = str(data_cfg.get("split_protocol") or data_cfg.get("_target_", "").rsplit(".", 1)[-1])
-    return {"official_trainval": "official, trained on train+val"}.get(protocol, protocol)
-
-
-def write_run_summary(
-    output_dir: str | Path,
-    run_cfg: dict[str, Any],
-    metrics: dict[str, float],
-    net: nn.Module,
-    epochs: int,
-    wall_time_s: float,
-    device: torch.device,
-    experiment: str | None,
-    time_to_accuracy: Sequence[dict[str, float]] = (),
-) -> Path:
-    """Write ``<output_dir>/summary.json``: what was trained, on what, for how long, and how well.
-
-    ``time_to_accuracy`` holds the validation points of :class:`mobilevit.callbacks.TimeToAccuracy`.
-    """
-    image_size = int(run_cfg["data"]["image_size"])
-    eval_image_size = int(run_cfg["data"].get("eval_image_size") or image_size)
-    summary = {
-        "experiment": experiment or "-",
-        "model": run_cfg["model"].get("name"),
-        "params": sum(p.numel() for p in net.parameters()),
-        "protocol": _protocol(run_cfg["data"]),
-        "image_size": image_size,
-        "eval_image_size": eval_image_size,
-        "epochs": epochs,
-        "wall_time_s": wall_time_s,
-        "latency_ms": measure_latency_ms(net, eval_image_size, device),
-        "precision": run_cfg["trainer"].get("precision"),
-        "metrics": metrics,
-        "time_to_accuracy": list(time_to_accuracy),
-        "resolution_schedule": run_cfg["data"].get("resolution_schedule"),
-        "hflip_tta": bool(run_cfg.get("module", {}).get("hflip_tta", False)),
-        "machine": machine_info(device),
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "run_dir": str(Path(output_dir).resolve()),
-    }
-    path = Path(output_dir) / SUMMARY_FILE
-    path.write_text(json.dumps(summary, indent=2) + "\n")
-    return path
 
 
 def find_summaries(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
@@ -159,7 +83,10 @@ def markdown_table(summaries: Sequence[dict[str, Any]]) -> str:
 
 def plot_results(summaries: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """Test top-1 against parameters and against batch-1 latency, one labelled point per run."""
-    figure, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+    from matplotlib.figure import Figure  # imported on use: matplotlib is slow to import; no pyplot, no backend
+
+    figure = Figure(figsize=(12, 4.2))
+    axes = figure.subplots(1, 2, sharey=True)
     for axis, key, label in (
         (axes[0], "params", "parameters (millions)"),
         (axes[1], "latency_ms", "batch-1 latency, fast path (ms)"),
@@ -185,7 +112,6 @@ def plot_results(summaries: Sequence[dict[str, Any]], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
-    plt.close(figure)
     return path
 
 
@@ -195,7 +121,10 @@ def _run_label(summary: dict[str, Any]) -> str:
 
 def plot_time_to_accuracy(summaries: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """Validation top-1 against training wall-clock minutes, one line per run (runs without a record are left out)."""
-    figure, axis = plt.subplots(figsize=(8, 4.5))
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(8, 4.5))
+    axis = figure.subplots()
     drawn = 0
     for summary in summaries:
         points = summary.get("time_to_accuracy") or []
@@ -206,7 +135,6 @@ def plot_time_to_accuracy(summaries: Sequence[dict[str, Any]], path: str | Path)
         axis.plot(minutes, accuracy, marker="o", markersize=3, label=_run_label(summary))
         drawn += 1
     if not drawn:
-        plt.close(figure)
         raise UserInputError("None of the runs has a time-to-accuracy record (summary.json 'time_to_accuracy').")
     axis.set_xlabel("training wall-clock time (min)")
     axis.set_ylabel("val top-1 (%)")
@@ -218,7 +146,6 @@ def plot_time_to_accuracy(summaries: Sequence[dict[str, Any]], path: str | Path)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
-    plt.close(figure)
     return path
 
 

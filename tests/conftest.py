@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
-import mobilevit.utils  # noqa: F401  (registers the ${fast_precision:} config resolver)
+from mobilevit.utils import register_config_resolvers
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "configs"
@@ -26,6 +26,7 @@ FLOWERS_ROOT = Path(os.environ.get("MOBILEVIT_DATA_DIR", ROOT / "data")).expandu
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+register_config_resolvers()  # as train.py and evaluate.py do: the configs use ${fast_precision:...}
 
 # A tiny synthetic dataset: 3 classes, 32 px, a few images per split (generated once per session).
 TINY_SYNTHETIC = [

@@ -28,7 +28,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PRESETS = {
     "none": lambda size: no_augmentation(size),
     "basic": lambda size: basic_augmentation(size),
-    "seed": lambda size: seed_augmentation(size),
+    "crop_flip_jitter": lambda size: seed_augmentation(size),
     "strong": lambda size: strong_augmentation(size),
     "strong-randaugment": lambda size: strong_augmentation(size, auto_augment="randaugment", random_erase_prob=1.0),
     "strong-no-policy": lambda size: strong_augmentation(size, auto_augment="none"),
@@ -67,7 +67,7 @@ def test_preset_output_shape_dtype_range(name: str) -> None:
 
 def test_yaml_presets_match_the_recipes() -> None:
     assert _preset_from_yaml("none", 32).batch is None and _preset_from_yaml("basic", 32).batch is None
-    seed = _preset_from_yaml("seed", 32).image
+    seed = _preset_from_yaml("crop_flip_jitter", 32).image
     names = [type(t).__name__ for t in seed.transforms]
     expected = ["RGB", "RandomResize", "RandomCrop", "RandomHorizontalFlip", "RandomVerticalFlip", "ColorJitter"]
     assert names[:6] == expected
@@ -223,7 +223,7 @@ def test_strong_gives_soft_targets_through_train_dataloader(synthetic_root: Path
     assert targets.dtype == torch.int64 and targets.shape == (8,)
 
 
-@pytest.mark.parametrize("name", ["none", "basic", "seed", "strong"])
+@pytest.mark.parametrize("name", ["none", "basic", "crop_flip_jitter", "strong"])
 def test_val_and_test_loaders_are_never_augmented(synthetic_root: Path, name: str) -> None:
     dm = _datamodule(synthetic_root, PRESETS[name], split="val")
     dm.setup()

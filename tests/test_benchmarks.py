@@ -17,7 +17,7 @@ def _positive(value: object) -> bool:
 
 def test_measure_train_step_in_process() -> None:
     spec = throughput.MeasureSpec(
-        impl="ours", model="mobilevit_xxs", setting="channels_last_bf16", mode="train",
+        impl="ours", model="mobilevit_xxs", setting="bf16-mixed+channels_last", mode="train",
         img_size=32, batch_size=2, threads=1, repeats=2, warmup=0, num_classes=5,
     )
     record = throughput.measure(spec)
@@ -31,25 +31,25 @@ def test_throughput_main_isolated_runs(tmp_path: Path) -> None:
     out = tmp_path / "throughput.json"
     result = throughput.main([
         "--model", "mobilevit_xxs", "--img-size", "32", "--batch-size", "2", "--threads", "1",
-        "--repeats", "1", "--warmup", "0", "--settings", "fp32", "--modes", "infer",
+        "--repeats", "1", "--warmup", "0", "--settings", "32-true", "--modes", "infer",
         "--fast-path", "--num-classes", "5", "--json", str(out), "--markdown", str(tmp_path / "throughput.md"),
     ])  # fmt: skip
     assert json.loads(out.read_text()) == result
     markdown = (tmp_path / "throughput.md").read_text().splitlines()
     assert markdown[0].startswith(result["machine"]["cpu_model"]) and result["machine"]["date"] in markdown[0]
     assert "| Setting | Metric | Ours | Ours BN-fused | timm | Ours/timm | Fused/timm |" in markdown
-    infer_row = next(line for line in markdown if line.startswith("| fp32 | infer img/s"))
-    assert f"{result['ratios']['fp32']['infer']:.2f}x" in infer_row
+    infer_row = next(line for line in markdown if line.startswith("| 32-true | infer img/s"))
+    assert f"{result['ratios']['32-true']['infer']:.2f}x" in infer_row
     assert result["benchmark"] == "throughput"
     for key in ("date", "cpu_model", "logical_cores", "torch", "timm"):
         assert result["machine"][key]
-    by_impl = result["results"]["fp32"]
+    by_impl = result["results"]["32-true"]
     assert set(by_impl) == {"ours", "timm", "ours_fused"}
     for impl in by_impl.values():
         record = impl["infer"]
         assert record["unit"] == "img/s" and _positive(record["value"]) and record["batch_size"] == 2
         assert _positive(record["peak_mem_mb"])  # a fresh process grows by at least the model's weights
-    ratios = result["ratios"]["fp32"]
+    ratios = result["ratios"]["32-true"]
     for key in ("infer", "infer_peak_mem", "infer_fused", "infer_fused_peak_mem"):
         assert _positive(ratios[key])
     assert math.isclose(ratios["infer"], by_impl["ours"]["infer"]["value"] / by_impl["timm"]["infer"]["value"])
@@ -58,7 +58,7 @@ def test_throughput_main_isolated_runs(tmp_path: Path) -> None:
 def test_throughput_rejects_unknown_model_and_setting() -> None:
     with pytest.raises(SystemExit, match="mobilevit_xxs"):
         throughput.main(["--model", "resnet_nope"])
-    with pytest.raises(SystemExit, match="channels_last_bf16"):
+    with pytest.raises(SystemExit, match=r"bf16-mixed\+channels_last"):
         throughput.main(["--model", "mobilevit_xxs", "--settings", "fp16"])
 
 

@@ -86,7 +86,19 @@ def test_paths_and_run_dirs(make_cfg, tmp_path: Path) -> None:
     assert cfg.hydra.sweep.subdir == "0"  # ${hydra.job.num}
     # Untouched defaults point into the repository.
     plain = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "paths" / "default.yaml"))
-    assert plain["data_dir"] == "${paths.root_dir}/data" and plain["log_dir"] == "${paths.root_dir}/logs"
+    assert plain["data_dir"] == "${oc.env:MOBILEVIT_DATA_DIR,${paths.root_dir}/data}"
+    assert plain["log_dir"] == "${paths.root_dir}/logs"
+
+
+def test_data_dir_follows_mobilevit_data_dir(monkeypatch) -> None:
+    """One setting points every dataset at local copies: data.root = $MOBILEVIT_DATA_DIR/<dataset>."""
+    cfg = OmegaConf.create({"paths": OmegaConf.load(CONFIG_DIR / "paths" / "default.yaml"),
+                            "data": OmegaConf.load(CONFIG_DIR / "data" / "flowers102.yaml")})  # fmt: skip
+    cfg.paths.root_dir = "/repo"
+    monkeypatch.setenv("MOBILEVIT_DATA_DIR", "/datasets")
+    assert cfg.data.root == "/datasets/flowers102"
+    monkeypatch.delenv("MOBILEVIT_DATA_DIR")
+    assert cfg.data.root == "/repo/data/flowers102"
 
 
 def test_eval_config(make_cfg) -> None:
@@ -157,7 +169,7 @@ def test_default_callbacks_and_logger(make_cfg) -> None:
     cfg = make_cfg()
     callbacks = instantiate_callbacks(cfg.callbacks)
     kinds = {type(callback).__name__ for callback in callbacks}
-    assert {"ModelCheckpoint", "LearningRateMonitor", "RichProgressBar", "RichModelSummary"} <= kinds
+    assert {"ModelCheckpoint", "LearningRateMonitor", "RichProgressBar", "NetworkSummary"} <= kinds
     checkpoint, last = [c for c in callbacks if isinstance(c, ModelCheckpoint)]
     assert checkpoint.monitor == "val/acc" and checkpoint.mode == "max"
     assert last.monitor is None and last.filename == "last" and last.save_top_k == 1  # last.ckpt every epoch
@@ -226,7 +238,7 @@ def test_backbone_lr_scale_gives_the_head_the_full_learning_rate() -> None:
     lrs = {group["name"]: group["lr"] for group in optimizer.param_groups}
     assert lrs["head_decay"] == lrs["head_no_decay"] == pytest.approx(1e-3)
     assert lrs["backbone_decay"] == lrs["backbone_no_decay"] == pytest.approx(1e-4)
-    with pytest.raises(UserInputError, match="module.backbone_lr_scale must be > 0, got 0"):
+    with pytest.raises(UserInputError, match="module.backbone_lr_scale must be a number > 0, got 0"):
         ImageClassifier(net, backbone_lr_scale=0)
 
 

@@ -356,19 +356,27 @@ def test_flowers102_real_official_splits() -> None:
 # ----------------------------------------------------------------------------- configs
 
 
+def _option(group: str, name: str):
+    """configs/<group>/<name>.yaml after its own defaults list (e.g. data/shared/loader), as Hydra composes it."""
+    node = OmegaConf.load(CONFIGS / group / f"{name}.yaml")
+    defaults = node.pop("defaults", [])
+    parts = [_option(group, entry.split("@")[0]) for entry in defaults if entry != "_self_"]
+    return OmegaConf.merge(*parts, node)
+
+
 def _config(data: str, augmentation: str, data_dir: Path, **data_overrides):
     cfg = OmegaConf.create(
         {
             "paths": {"data_dir": str(data_dir), "output_dir": str(data_dir / "run")},
-            "data": OmegaConf.load(CONFIGS / "data" / f"{data}.yaml"),
-            "augmentation": OmegaConf.load(CONFIGS / "augmentation" / f"{augmentation}.yaml"),
+            "data": _option("data", data),
+            "augmentation": _option("augmentation", augmentation),
         }
     )
     cfg.data.merge_with(data_overrides)
     return cfg
 
 
-@pytest.mark.parametrize("augmentation", ["none", "basic", "seed", "strong"])
+@pytest.mark.parametrize("augmentation", ["none", "basic", "crop_flip_jitter", "strong"])
 def test_configs_instantiate(tmp_path: Path, augmentation: str) -> None:
     cfg = _config("synthetic", augmentation, tmp_path, num_workers=0)
     preset = instantiate(cfg.augmentation)

@@ -13,7 +13,7 @@ from PIL import Image
 
 from evaluate import evaluate
 from mobilevit.errors import UserInputError
-from mobilevit.utils.evaluation import classification_report
+from mobilevit.metrics import split_metrics
 from train import train
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -89,10 +89,10 @@ def test_evaluate_rejects_non_train_checkpoint(make_cfg, tmp_path: Path) -> None
         evaluate(make_cfg([f"ckpt_path={bogus}"], config_name="eval"))
 
 
-def test_classification_report_on_known_predictions() -> None:
+def test_split_metrics_on_known_predictions() -> None:
     targets = torch.tensor([0, 0, 1, 1, 2, 2])
     logits = torch.nn.functional.one_hot(torch.tensor([0, 1, 1, 1, 2, 0]), 3).float()
-    report = classification_report(logits, targets, ["a", "b", "c"])
+    report = split_metrics(logits, targets, ["a", "b", "c"])
     assert report.top1 == pytest.approx(4 / 6) and report.top5 == 1.0 and report.top_k == 3
     assert report.support == [2, 2, 2]
     assert report.precision == pytest.approx([0.5, 2 / 3, 1.0])

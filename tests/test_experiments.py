@@ -1,7 +1,8 @@
-"""EMA of the weights end to end, and the flowers102_seed / flowers102_paper experiments on tiny budgets."""
+"""EMA of the weights end to end, and the flowers102_stratified / flowers102_paper experiments on tiny budgets."""
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -11,13 +12,14 @@ import torch
 import torch.nn.functional as F
 from conftest import FAST_TRAIN, TINY_SYNTHETIC
 from lightning.pytorch.callbacks import EMAWeightAveraging
+from omegaconf import OmegaConf
 
 import train as train_script
 from evaluate import evaluate
 from mobilevit.callbacks.early_stopping import DelayedEarlyStopping
 from mobilevit.models import create_model, model_from_checkpoint
 from mobilevit.module import balanced_class_weights
-from mobilevit.utils import instantiate_callbacks
+from mobilevit.utils import instantiate_callbacks, warn_renamed_options
 from mobilevit.utils.checkpoint import classifier_from_checkpoint, load_checkpoint
 
 # Flowers-only keys an experiment sets, dropped when a test swaps in the synthetic data.
@@ -128,10 +130,10 @@ def test_ema_weights_are_validated_saved_tested_and_exported(make_cfg, monkeypat
 
 
 def test_experiments_compose(make_cfg) -> None:
-    seed = make_cfg(["experiment=flowers102_seed"])
+    seed = make_cfg(["experiment=flowers102_stratified"])
     choices = seed.hydra.runtime.choices
     assert (choices.model, choices.augmentation, choices.optimizer, choices.scheduler) == (
-        "mobilevit_xs", "seed", "adamw", "none"
+        "mobilevit_xs", "crop_flip_jitter", "adamw", "none"
     )  # fmt: skip
     assert seed.data.image_size == 256 and seed.data.batch_size == 64 and seed.data.split_protocol == "stratified"
     assert seed.optimizer.lr == 2e-4 and seed.module.label_smoothing == 0.1 and seed.module.class_weights == "balanced"
@@ -153,7 +155,7 @@ def test_experiments_compose(make_cfg) -> None:
 
 def test_seed_experiment_tiny_run(make_cfg) -> None:
     cfg = make_cfg(
-        ["experiment=flowers102_seed", *NOT_SYNTHETIC, *TINY_SYNTHETIC, *FAST_TRAIN, *TINY_BUDGET, "test=false"]
+        ["experiment=flowers102_stratified", *NOT_SYNTHETIC, *TINY_SYNTHETIC, *FAST_TRAIN, *TINY_BUDGET, "test=false"]
     )
     metrics, objects = train_script.train(cfg)
     model, trainer = objects["model"], objects["trainer"]
@@ -176,7 +178,7 @@ def test_paper_experiment_tiny_run(make_cfg) -> None:
 def test_seed_experiment_on_real_flowers(make_cfg, flowers_root: Path) -> None:
     """One batch of the seed experiment on the real data: stratified split and its class-balanced weights."""
     cfg = make_cfg(
-        ["experiment=flowers102_seed", f"data.root={flowers_root}", *FAST_TRAIN, "model=mobilevit_xxs"]
+        ["experiment=flowers102_stratified", f"data.root={flowers_root}", *FAST_TRAIN, "model=mobilevit_xxs"]
         + ["data.image_size=64", "data.batch_size=8", "data.num_workers=0", "logger=none", "+trainer.fast_dev_run=true"]
     )
     metrics, objects = train_script.train(cfg)
@@ -187,10 +189,33 @@ def test_seed_experiment_on_real_flowers(make_cfg, flowers_root: Path) -> None:
     assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["test/loss"])
 
 
+@pytest.mark.parametrize(
+    ("group", "old", "new"),
+    [
+        ("experiment", "flowers102_seed", "flowers102_stratified"),
+        ("experiment", "flowers102_seed_cpu", "flowers102_stratified_cpu"),
+        ("augmentation", "seed", "crop_flip_jitter"),
+    ],
+)
+def test_renamed_options_still_work_with_a_deprecation_line(group: str, old: str, new: str, make_cfg, caplog) -> None:
+    def settings(cfg) -> dict:
+        return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+
+    old_cfg = settings(make_cfg([f"{group}={old}"], run_name="old"))
+    assert old_cfg == settings(make_cfg([f"{group}={new}"], run_name="old"))  # same run dir: paths equal too
+    make_cfg([f"{group}={old}"], run_name="old")  # registers the old choice with HydraConfig
+    with caplog.at_level(logging.WARNING, logger="mobilevit.utils.run"):
+        (line,) = warn_renamed_options()
+    assert line.startswith(f"{group}={old} is deprecated: use {group}={new} ")
+    assert f"{group}={old} is deprecated" in caplog.text
+    make_cfg([f"{group}={new}"], run_name="new")
+    assert warn_renamed_options() == []
+
+
 CPU_RECIPES = {
     # experiment: (split protocol, image size, epochs, wall-time safety net, EMA)
     "flowers102_cpu": ("official", 128, 10000, "00:00:26:00", False),
-    "flowers102_seed_cpu": ("stratified", 112, 62, "00:01:25:00", False),
+    "flowers102_stratified_cpu": ("stratified", 112, 62, "00:01:25:00", False),
 }
 
 

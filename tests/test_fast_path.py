@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from mobilevit.errors import UserInputError
 from mobilevit.models import create_model, fuse_batchnorm
 from mobilevit.utils import precision as precision_module
-from mobilevit.utils.precision import cpu_supports_bf16, fast_precision
+from mobilevit.utils.precision import autocast_dtype, cpu_supports_bf16, fast_precision
 
 
 @pytest.mark.parametrize(("flags", "expected"), [("avx512_bf16", True), ("amx_bf16 amx_tile", True), ("avx2", False)])
@@ -25,11 +26,40 @@ def test_fast_precision_falls_back_per_device(monkeypatch: pytest.MonkeyPatch) -
     for native_bf16, expected in ((True, "bf16-mixed"), (False, "32-true")):
         monkeypatch.setattr(precision_module, "cpu_supports_bf16", lambda native=native_bf16: native)
         assert fast_precision("cpu") == fast_precision("auto") == expected
+    monkeypatch.setattr(precision_module, "gpu_supports_bf16", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    for gpu_bf16, expected in ((True, "bf16-mixed"), (False, "16-mixed")):
-        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda native=gpu_bf16: native)
-        assert fast_precision("gpu") == fast_precision("auto") == expected
+    assert fast_precision("gpu") == fast_precision("auto") == "bf16-mixed"
     assert fast_precision("cpu") == "32-true"  # a CPU run on a GPU machine still follows the CPU
+
+
+@pytest.mark.parametrize(
+    ("name", "capability", "expected"),
+    [("T4", (7, 5), "16-mixed"), ("V100", (7, 0), "16-mixed"), ("A100", (8, 0), "bf16-mixed"), ("H100", (9, 0), "bf16-mixed")],
+)
+def test_fast_precision_on_gpus_by_compute_capability(
+    name: str, capability: tuple[int, int], expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bf16 only where the GPU runs it natively (compute capability >= 8.0). On a T4 or V100, torch reports bf16 as
+    supported because it can emulate it, but emulated bf16 convolutions are slow: 16-mixed there."""
+    major, minor = capability
+    props = type("Props", (), {"major": major, "minor": minor, "name": name})()
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: props)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "_check_bf16_tensor_supported", lambda device: True)  # emulation works
+    assert torch.cuda.is_bf16_supported() is True  # what the old check relied on, even on a T4 or V100
+    assert fast_precision("gpu") == fast_precision("cuda") == fast_precision("auto") == expected
+
+
+def test_autocast_dtype_speaks_lightnings_precision_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert autocast_dtype("32-true", "cpu") is None and autocast_dtype("32", "cpu") is None
+    assert autocast_dtype("bf16-mixed", "cpu") is torch.bfloat16 and autocast_dtype("16-mixed", "cuda") is torch.float16
+    monkeypatch.setattr(precision_module, "fast_precision", lambda device_type: "bf16-mixed")
+    assert autocast_dtype("auto", "cpu") is torch.bfloat16
+    with pytest.raises(UserInputError, match=r"benchmark.precision must be one of \['auto', '32-true', .*got 'fp32'"):
+        autocast_dtype("fp32", "cpu", key="benchmark.precision")
 
 
 @pytest.mark.parametrize("name", ["mobilevit_xxs", "mobilevitv2_050"])

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import math
+from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import FAST_TRAIN, TINY_SYNTHETIC
+from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset, default_collate
 from torchvision.transforms import v2
 
@@ -18,7 +21,6 @@ from mobilevit.models import create_model
 from mobilevit.module import (
     ImageClassifier,
     balanced_class_weights,
-    class_weights_from_config,
     soft_target_cross_entropy,
 )
 from train import train
@@ -93,13 +95,11 @@ def test_balanced_class_weights() -> None:
 
 
 def test_class_weights_option() -> None:
-    def no_counts() -> torch.Tensor:
-        raise AssertionError("class_counts() must not be needed for class_weights=null")
-
-    assert class_weights_from_config(None, no_counts) is None
-    assert class_weights_from_config("balanced", lambda: torch.tensor([1, 3])) == pytest.approx([2.0, 2 / 3])
+    """"balanced" waits for fit (the data's class counts); any other string is one clear error."""
+    module = _classifier(class_weights="balanced")
+    assert module.balance_classes and module.class_weights is None and module.hparams.class_weights is None
     with pytest.raises(UserInputError, match="module.class_weights must be one of: null, balanced; got 'inverse'"):
-        class_weights_from_config("inverse", no_counts)
+        _classifier(class_weights="inverse")
 
 
 def test_class_weights_in_module() -> None:
@@ -118,16 +118,38 @@ def test_class_weights_in_module() -> None:
             _classifier(class_weights=bad)
 
 
-def test_train_with_balanced_class_weights(make_cfg) -> None:
-    cfg = make_cfg(
-        [*TINY_SYNTHETIC, *FAST_TRAIN, "model=mobilevit_xxs", "module.class_weights=balanced", "logger=none"]
-        + ["+trainer.fast_dev_run=true"]
-    )
+def _unbalanced_folder(root: Path, train_counts: dict[str, int]) -> Path:
+    for split, counts in (("train", train_counts), ("val", dict.fromkeys(train_counts, 1))):
+        for name, count in counts.items():
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+            for index in range(count):
+                Image.new("RGB", (32, 32), (40 * index, 200, 30)).save(root / split / name / f"{index}.png")
+    return root
+
+
+def test_train_with_balanced_class_weights(make_cfg, tmp_path: Path) -> None:
+    """The module weighs classes from the data module's counts when fit starts; a resumed run keeps the weights
+    stored in its checkpoint even when the data changed since."""
+    root = _unbalanced_folder(tmp_path / "folder", {"a": 1, "b": 3})  # N = 4 images, C = 2 classes
+    folder = [*FAST_TRAIN, "model=mobilevit_xxs", "data=imagefolder", f"data.root={root}", "data.image_size=32"]
+    quick = [*folder, "data.batch_size=2", "data.num_workers=0", "logger=none", "test=false", "callbacks.reports=null"]
+    cfg = make_cfg([*quick, "module.class_weights=balanced", "trainer.max_epochs=1"], run_name="first")
     metrics, objects = train(cfg)
-    expected = balanced_class_weights(objects["datamodule"].class_counts())
+    expected = [4 / (2 * 1), 4 / (2 * 3)]  # N / (C * count)
     assert objects["model"].hparams.class_weights == pytest.approx(expected)
     assert torch.allclose(objects["model"].class_weights, torch.tensor(expected))
     assert math.isfinite(metrics["train/loss"])
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    stored = torch.load(last, map_location="cpu", weights_only=True)["hyper_parameters"]["class_weights"]
+    assert stored == pytest.approx(expected)
+
+    _unbalanced_folder(root, {"a": 3})  # now 3 + 3: recomputed weights would be [1, 1]
+    resumed = make_cfg(
+        [*quick, "module.class_weights=balanced", "trainer.max_epochs=2", f"ckpt_path={last}"], run_name="resumed"
+    )
+    _, objects = train(resumed)
+    assert objects["model"].hparams.class_weights == pytest.approx(expected)
+    assert torch.allclose(objects["model"].class_weights, torch.tensor(expected))
     with pytest.raises(UserInputError, match="module.class_weights must be one of"):
         train(make_cfg([*TINY_SYNTHETIC, *FAST_TRAIN, "module.class_weights=inverse", "logger=none"]))
 
@@ -162,3 +184,27 @@ def test_delayed_early_stopping(start_epoch: int, stopped_epoch: int) -> None:
     assert stopper.stopped_epoch == stopped_epoch and trainer.current_epoch == stopped_epoch + 1
     with pytest.raises(UserInputError, match="start_epoch must be >= 0"):
         DelayedEarlyStopping(monitor="val/loss", start_epoch=-1)
+
+
+def test_model_summary_lists_layers_with_flops_at_the_training_size(make_cfg, caplog) -> None:
+    """FLOPs at data.image_size (set by the module when fit starts), no metric modules listed as layers, and no
+    litlogger advertisement or mixed-precision summary warning."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from mobilevit.callbacks.model_summary import _LayersOnly
+    from mobilevit.utils import silence_upstream_warnings
+
+    cfg = make_cfg([*TINY_SYNTHETIC, *FAST_TRAIN, "model=mobilevit_xxs", "logger=none", "+trainer.fast_dev_run=1"])
+    _, objects = train(cfg)
+    module = objects["model"]
+    assert tuple(module.example_input_array.shape) == (1, 3, 32, 32)  # TINY_SYNTHETIC: data.image_size=32
+    summary = _LayersOnly(module, max_depth=1)
+    assert summary.layer_names == ["net"]  # not train_metrics, val_metrics, test_metrics, val_acc_best
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        module.net.eval()(torch.zeros(1, 3, 32, 32))
+    assert summary.total_flops == counter.get_total_flops() > 0
+
+    silence_upstream_warnings()
+    with caplog.at_level(logging.INFO):
+        L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    assert "GPU available" in caplog.text and "litlogger" not in caplog.text

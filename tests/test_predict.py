@@ -172,7 +172,7 @@ def test_predict_prints_table_writes_csv_and_skips_unreadable(make_cfg, checkpoi
 
 
 def test_predict_uses_the_checkpoints_eval_transform_and_fused_model(images: Path, checkpoint: Path) -> None:
-    classifier = Classifier(checkpoint, device="cpu", precision="32")
+    classifier = Classifier(checkpoint, device="cpu", precision="32-true")
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in classifier.net.modules())
     assert classifier.class_names == CLASSES
     image = load_image(images / "upright.jpg")
@@ -191,7 +191,8 @@ def test_predict_uses_the_checkpoints_eval_transform_and_fused_model(images: Pat
     fast = Classifier(checkpoint, device="cpu")
     assert fast.autocast_dtype == (torch.bfloat16 if cpu_supports_bf16() else None)
     assert torch.allclose(fast.probabilities(batch), expected, atol=0.02)
-    with pytest.raises(UserInputError, match="precision must be auto or 32, got 'fp8'"):
+    valid = r"\['auto', '32-true', '32', '16-mixed', 'bf16-mixed'\]"
+    with pytest.raises(UserInputError, match=rf"precision must be one of {valid} .*got 'fp8'"):
         Classifier(checkpoint, device="cpu", precision="fp8")
 
 
@@ -199,7 +200,7 @@ def test_predict_uses_the_runs_eval_image_size(images: Path, checkpoint: Path, t
     stored = torch.load(checkpoint, map_location="cpu", weights_only=True)
     stored["hyper_parameters"]["cfg"]["data"]["eval_image_size"] = 64
     torch.save(stored, tmp_path / "eval64.ckpt")
-    classifier = Classifier(tmp_path / "eval64.ckpt", device="cpu", precision="32")
+    classifier = Classifier(tmp_path / "eval64.ckpt", device="cpu", precision="32-true")
     image = load_image(images / "upright.jpg")
     assert torch.equal(classifier.transform(image), eval_transform(64, 0.9)(image))
 

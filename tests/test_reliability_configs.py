@@ -80,39 +80,49 @@ def test_bad_value_exits_2_with_one_line(script: str, args: list[str], expected:
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
+        # constructors: the network, the data module, the LightningModule
         ("model.name=nope", r"model.name='nope' is not a MobileViT variant; valid: mobilevit_xxs, mobilevit_xs"),
-        ("optimizer.lr=-0.001", r"optimizer.lr must be a number > 0 \(e.g. 1e-3\), got -0.001."),
-        ("optimizer.lr=0", r"optimizer.lr must be a number > 0"),
-        ("optimizer.lr=fast", r"optimizer.lr must be a number > 0 \(e.g. 1e-3\), got 'fast'."),
         ("data.batch_size=0", r"data.batch_size must be an integer >= 1, got 0."),
         ("data.image_size=16", r"data.image_size must be an integer >= 32 \(MobileViT downsamples by 32\), got 16."),
         ("data.eval_image_size=8", r"data.eval_image_size must be an integer >= 32 or null \(= data.image_size\), got 8."),
-        ("trainer.gradient_clip_val=-1", r"trainer.gradient_clip_val must be null \(no clipping\) or a number >= 0"),
-        ("trainer.gradient_clip_algorithm=max", r"trainer.gradient_clip_algorithm must be one of \['norm', 'value'\]"),
         ("data.split=train", r"data.split must be one of \['test', 'val'\], got 'train'."),
         ("module.backbone_lr_scale=0", r"module.backbone_lr_scale must be a number > 0, got 0."),
+        # the start-up check: third-party objects and rules across groups
+        ("optimizer.lr=-0.001", r"optimizer.lr must be a number > 0 \(e.g. 1e-3\), got -0.001."),
+        ("optimizer.lr=0", r"optimizer.lr must be a number > 0"),
+        ("optimizer.lr=fast", r"optimizer.lr must be a number > 0 \(e.g. 1e-3\), got 'fast'."),
+        ("trainer.gradient_clip_val=-1", r"trainer.gradient_clip_val must be null \(no clipping\) or a number >= 0"),
+        ("trainer.gradient_clip_algorithm=max", r"trainer.gradient_clip_algorithm must be one of \['norm', 'value'\]"),
         ("module.backbone_lr_scale=0.1", r"backbone_lr_scale=0.1 slows the backbone .* model.pretrained is not set"),
     ],
 )
 def test_bad_value_is_one_line_naming_key_and_range(override: str, expected: str, make_cfg, capsys) -> None:
     cfg = make_cfg([*QUICK, override])
-    with pytest.raises(UserInputError, match=expected):
-        validate_train_config(cfg)
+    assert re.search(expected, user_error(train, cfg))
     with pytest.raises(SystemExit) as exit_info, exit_on_user_error():
-        train(cfg)  # validated first: nothing is built
+        train(cfg)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("Error: ") and len(err.splitlines()) == 1
+    assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()  # stopped before training
 
 
 def test_several_bad_values_give_one_line_each(make_cfg) -> None:
-    cfg = make_cfg([*QUICK, "optimizer.lr=0", "data.batch_size=0"])
+    cfg = make_cfg([*QUICK, "optimizer.lr=0", "trainer.gradient_clip_val=-1"])
     with pytest.raises(UserInputError) as error:
         validate_train_config(cfg)
     assert str(error.value).splitlines() == [
         "optimizer.lr must be a number > 0 (e.g. 1e-3), got 0.",
-        "data.batch_size must be an integer >= 1, got 0.",
+        "trainer.gradient_clip_val must be null (no clipping) or a number >= 0, got -1.",
     ]
+
+
+def test_evaluate_data_overrides_are_checked_by_the_data_module(checkpoint: Path, make_cfg) -> None:
+    for override, expected in (
+        ("data.batch_size=0", "data.batch_size must be an integer >= 1, got 0."),
+        ("data.split=train", "data.split must be one of ['test', 'val'], got 'train'."),
+    ):
+        assert user_error(evaluate, make_cfg([f"ckpt_path={checkpoint}", override], config_name="eval")) == expected
 
 
 def test_missing_ckpt_path_file(make_cfg, tmp_path: Path) -> None:

@@ -6,16 +6,19 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import FAST_TRAIN, TINY_SYNTHETIC
 from PIL import Image
 
+from mobilevit import run_summary
+from mobilevit.models import create_model
 from mobilevit.report import COLUMNS, find_summaries, main, markdown_table
 from mobilevit.utils.machine import machine_label
 from train import train
 
 
 def test_training_writes_a_summary_that_the_report_tabulates_and_plots(make_cfg, tmp_path: Path, capsys) -> None:
-    runs = []
+    runs, run_dirs = [], []
     for name, model, eval_size in (("a", "mobilevit_xxs", 32), ("b", "mobilevitv2_050", 64)):
         overrides = [f"model={model}", "trainer.max_epochs=2", "logger=none", f"data.eval_image_size={eval_size}"]
         cfg = make_cfg([*TINY_SYNTHETIC, *FAST_TRAIN, *overrides], run_name=name)
@@ -29,7 +32,12 @@ def test_training_writes_a_summary_that_the_report_tabulates_and_plots(make_cfg,
         assert summary["params"] == sum(p.numel() for p in objects["model"].net.parameters())
         assert summary["metrics"]["test/acc"] == pytest.approx(metrics["test/acc"])
         assert summary["latency_ms"] > 0 and summary["wall_time_s"] > 0 and summary["protocol"] == "SyntheticDataModule"
+        # Nothing that names the machine or its folders: summaries get committed and shared.
+        assert "run_dir" not in summary and "hostname" not in summary["machine"]
+        assert summary["precision"] == summary["latency_precision"] == "32-true"  # FAST_TRAIN's precision
+        assert str(tmp_path) not in json.dumps(summary)
         runs.append(summary)
+        run_dirs.append(Path(cfg.paths.output_dir))
 
     table_file, plot_file = tmp_path / "out" / "results.md", tmp_path / "out" / "results.png"
     capsys.readouterr()
@@ -46,7 +54,7 @@ def test_training_writes_a_summary_that_the_report_tabulates_and_plots(make_cfg,
     assert capsys.readouterr().out.startswith(lines[0])
     with Image.open(plot_file) as image:
         assert image.format == "PNG" and image.size[0] > 800
-    assert markdown_table(find_summaries([Path(runs[0]["run_dir"])])).count("\n") == 3
+    assert markdown_table(find_summaries([run_dirs[0]])).count("\n") == 3
 
 
 def test_report_without_runs_is_a_clear_error(tmp_path: Path, capsys) -> None:
@@ -54,3 +62,16 @@ def test_report_without_runs_is_a_clear_error(tmp_path: Path, capsys) -> None:
     assert "No summary.json found" in capsys.readouterr().err
     assert main([str(tmp_path / "nope")]) == 2
     assert "is neither a run directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("precision", "timed_in"), [("bf16-mixed", "bf16-mixed"), ("32-true", "32-true"), ("64-true", "32-true")])
+def test_summary_latency_is_timed_in_the_runs_precision(
+    precision: str, timed_in: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked = []
+    monkeypatch.setattr(run_summary, "autocast_dtype", lambda p, device_type: asked.append(p))
+    run_cfg = {"data": {"image_size": 32}, "model": {"name": "mobilevit_xxs"}, "trainer": {"precision": precision}}
+    net = create_model("mobilevit_xxs", num_classes=3)
+    path = run_summary.write_run_summary(tmp_path, run_cfg, {}, net, 1, 1.0, torch.device("cpu"), None)
+    summary = json.loads(path.read_text())
+    assert asked == [timed_in] and summary["latency_precision"] == timed_in and summary["precision"] == precision

@@ -12,17 +12,12 @@ from conftest import FAST_TRAIN, TINY_SYNTHETIC
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mobilevit.callbacks import TrainingReports
-from mobilevit.callbacks.reports import Mistake, misclassified_figure, training_history_figure
+from mobilevit.callbacks import TrainingDiagnostics
+from mobilevit.callbacks.diagnostics import Mistake, misclassified_figure, training_history_figure
 from mobilevit.errors import UserInputError
+from mobilevit.metrics import class_order, confused_pairs_markdown, most_confused_pairs, split_metrics
+from mobilevit.plots import confusion_matrix_figure
 from mobilevit.utils import instantiate_callbacks
-from mobilevit.utils.evaluation import (
-    class_order,
-    classification_report,
-    confused_pairs_markdown,
-    confusion_matrix_figure,
-    most_confused_pairs,
-)
 from train import train
 
 TRAIN_3_EPOCHS = [
@@ -35,8 +30,8 @@ TRAIN_3_EPOCHS = [
 ]
 
 
-class SpyReports(TrainingReports):
-    """TrainingReports that counts the validation batches it collects, per 0-based epoch."""
+class SpyReports(TrainingDiagnostics):
+    """TrainingDiagnostics that counts the validation batches it collects, per 0-based epoch."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -106,7 +101,9 @@ def test_reports_in_tensorboard_and_history_png(make_cfg) -> None:
 
     # The history is stored in checkpoints, so a resumed run plots every epoch.
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    restored = TrainingReports()
+    restored = TrainingDiagnostics()
+    # The key that checkpoints written before the rename (TrainingReports) carry: they resume with their history.
+    assert callback.state_key == "TrainingReports"
     restored.load_state_dict(checkpoint["callbacks"][callback.state_key])
     saved_epoch = checkpoint["epoch"]
     assert restored.history == {
@@ -118,7 +115,7 @@ def test_reports_in_tensorboard_and_history_png(make_cfg) -> None:
 
 def test_reports_need_tensorboard_but_history_does_not(make_cfg, caplog: pytest.LogCaptureFixture) -> None:
     cfg = make_cfg([*TRAIN_3_EPOCHS, SPY, "trainer.max_epochs=1", "logger=csv", "callbacks.reports.every_n_epochs=1"])
-    with caplog.at_level(logging.INFO, logger="mobilevit.callbacks.reports"):
+    with caplog.at_level(logging.INFO, logger="mobilevit.callbacks.diagnostics"):
         _, objects = train(cfg)
     assert "no TensorBoard logger" in caplog.text
     callback = _reports_callback(objects)
@@ -149,10 +146,10 @@ def test_reports_config(make_cfg) -> None:
     assert node.every_n_epochs == 5 and node.on_last_epoch is True and node.order == "recall"
     assert node.max_images == 16 and node.max_pairs == 20
     assert Path(node.history_file) == Path(cfg.paths.output_dir) / "training_history.png"
-    (callback,) = [c for c in instantiate_callbacks(cfg.callbacks) if isinstance(c, TrainingReports)]
+    (callback,) = [c for c in instantiate_callbacks(cfg.callbacks) if isinstance(c, TrainingDiagnostics)]
     assert callback.history_file == Path(cfg.paths.output_dir) / "training_history.png"
     no_callbacks = instantiate_callbacks(make_cfg(["callbacks=none"]).callbacks)
-    assert not any(isinstance(c, TrainingReports) for c in no_callbacks)
+    assert not any(isinstance(c, TrainingDiagnostics) for c in no_callbacks)
 
 
 @pytest.mark.parametrize(
@@ -166,7 +163,7 @@ def test_reports_config(make_cfg) -> None:
 )
 def test_bad_arguments_name_the_key(kwargs: dict, key: str) -> None:
     with pytest.raises(UserInputError, match=key.replace(".", r"\.")):
-        TrainingReports(**kwargs)
+        TrainingDiagnostics(**kwargs)
 
 
 class _CountingNet(torch.nn.Module):
@@ -181,7 +178,7 @@ class _CountingNet(torch.nn.Module):
 
 
 def test_predictions_come_from_the_validation_forward_pass() -> None:
-    callback = TrainingReports(max_images=2)
+    callback = TrainingDiagnostics(max_images=2)
     net = _CountingNet()
     images, targets = torch.rand(5, 3, 4, 4), torch.tensor([0, 1, 2, 0, 1])
     callback._hook = net.register_forward_hook(callback._capture)
@@ -197,7 +194,7 @@ def test_predictions_come_from_the_validation_forward_pass() -> None:
 
 
 def test_add_batch_keeps_the_most_confident_mistakes() -> None:
-    callback = TrainingReports(max_images=2)
+    callback = TrainingDiagnostics(max_images=2)
     images = torch.rand(3, 3, 4, 4)
     targets = torch.tensor([0, 1, 2])
     # Batch 1: sample 0 right, samples 1 (p~0.67) and 2 (p~0.99) wrong. Batch 2: one mistake with p~0.84.
@@ -215,7 +212,7 @@ def _known_report() -> object:
     # 3 classes, 4 images each: a is perfect, b loses 1 to c, c loses 3 to b.
     targets = torch.tensor([0] * 4 + [1] * 4 + [2] * 4)
     predicted = torch.tensor([0, 0, 0, 0, 1, 1, 1, 2, 1, 1, 1, 2])
-    return classification_report(torch.nn.functional.one_hot(predicted, 3).float(), targets, ["a", "b", "c"])
+    return split_metrics(torch.nn.functional.one_hot(predicted, 3).float(), targets, ["a", "b", "c"])
 
 
 def test_confusion_views() -> None:
@@ -241,7 +238,7 @@ def test_confusion_matrix_with_102_named_classes_stays_legible() -> None:
     names = [f"flower name number {i}" for i in range(102)]
     targets = torch.arange(102).repeat_interleave(2)
     logits = torch.nn.functional.one_hot((targets + (torch.arange(204) % 2)) % 102, 102).float()
-    figure = confusion_matrix_figure(classification_report(logits, targets, names), order="recall")
+    figure = confusion_matrix_figure(split_metrics(logits, targets, names), order="recall")
     width, height = figure.get_size_inches() * figure.dpi
     assert width >= 3000 and height >= 2800  # about 25 px per class at 150 dpi
     labels = figure.axes[0].get_yticklabels()

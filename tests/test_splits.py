@@ -89,7 +89,7 @@ def fake_flowers(tmp_path_factory) -> tuple[Path, np.ndarray]:
 
 
 def _flowers(root: Path, **kwargs) -> Flowers102DataModule:
-    return Flowers102DataModule(root, download=False, image_size=16, batch_size=32, num_workers=0, **kwargs)
+    return Flowers102DataModule(root, download=False, image_size=32, batch_size=32, num_workers=0, **kwargs)
 
 
 def test_official_protocol_reads_setid(fake_flowers, tmp_path: Path) -> None:
@@ -99,7 +99,7 @@ def test_official_protocol_reads_setid(fake_flowers, tmp_path: Path) -> None:
     assert [len(dm.dataset(split)) for split in ("train", "val")] == [102, 102]
     assert dm.class_counts().tolist() == [1] * 102
     images, targets = next(iter(dm.val_dataloader()))
-    assert images.shape == (32, 3, 16, 16) and targets.tolist() == list(range(32))
+    assert images.shape == (32, 3, 32, 32) and targets.tolist() == list(range(32))
     record = json.loads((tmp_path / "run" / SPLIT_FILE_NAME).read_text())
     assert record["protocol"] == "official" and record["seed"] is None
     assert record["sizes"] == {"train": 102, "val": 102, "test": len(labels) - 204}
@@ -136,7 +136,7 @@ def test_stratified_protocol_on_fake_copy(fake_flowers, tmp_path: Path) -> None:
     assert [path.name for path in val.files] == record["files"]["val"]
     assert val.targets == [int(labels[int(name[6:11]) - 1]) for name in record["files"]["val"]]
     image, target = val[0]
-    assert image.shape == (3, 16, 16) and target == val.targets[0]
+    assert image.shape == (3, 32, 32) and target == val.targets[0]
 
     same = _flowers(root, split_protocol="stratified", split_seed=4, stratified_sizes=sizes, split_dir=tmp_path / "b")
     same.setup("fit")
@@ -205,4 +205,4 @@ def test_real_stratified_split(flowers_root: Path, tmp_path: Path) -> None:
     other = _flowers(flowers_root, split_protocol="stratified", split_seed=1)
     assert not np.array_equal(other.split_image_ids["test"], dm.split_image_ids["test"])
     images, targets = next(iter(dm.val_dataloader()))
-    assert images.shape == (32, 3, 16, 16) and targets.dtype == torch.int64
+    assert images.shape == (32, 3, 32, 32) and targets.dtype == torch.int64

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 SEARCHED = {"optimizer.lr", "optimizer.weight_decay", "module.label_smoothing", "model.drop_rate"}
 
 
-@pytest.mark.parametrize("experiment", [None, "quickstart", "flowers102_seed", "flowers102_paper"])
+@pytest.mark.parametrize("experiment", [None, "quickstart", "flowers102_stratified", "flowers102_paper"])
 def test_optuna_search_space_fits_the_config(experiment: str | None, make_cfg) -> None:
     cfg = make_cfg(["hparams_search=optuna", *([f"experiment={experiment}"] if experiment else [])])
     sweeper = cfg.hydra.sweeper

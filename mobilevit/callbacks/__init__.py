@@ -1,19 +1,21 @@
 """Lightning callbacks and the checkpoint plugin of this project."""
 
 from mobilevit.callbacks.checkpoint_io import AtomicCheckpointIO, atomic_torch_save
+from mobilevit.callbacks.diagnostics import TrainingDiagnostics
 from mobilevit.callbacks.last_checkpoint import LastCheckpoint
+from mobilevit.callbacks.model_summary import NetworkSummary
 from mobilevit.callbacks.nan_guard import NonFiniteLossError, NonFiniteLossGuard
-from mobilevit.callbacks.reports import TrainingReports
 from mobilevit.callbacks.rng_state import RNGStateCheckpoint
 from mobilevit.callbacks.time_to_accuracy import TimeToAccuracy
 
 __all__ = [
     "AtomicCheckpointIO",
     "LastCheckpoint",
+    "NetworkSummary",
     "NonFiniteLossError",
     "NonFiniteLossGuard",
     "RNGStateCheckpoint",
     "TimeToAccuracy",
-    "TrainingReports",
+    "TrainingDiagnostics",
     "atomic_torch_save",
 ]

@@ -33,7 +33,7 @@ from mobilevit.data.transforms import (
     eval_resize_size,
     eval_transform,
 )
-from mobilevit.errors import UserInputError
+from mobilevit.errors import UserInputError, require_choice, require_int
 from mobilevit.utils.budget import training_progress
 
 log = logging.getLogger(__name__)
@@ -43,15 +43,6 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 EVAL_SPLITS: tuple[str, ...] = ("test", "val")
 
 Transform = Callable[[Any], torch.Tensor]
-
-
-def require_int(value: Any, key: str, minimum: int, maximum: int | None = None) -> int:
-    """``value`` if it is an int in [minimum, maximum], else a UserInputError naming config ``key``."""
-    valid = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-    if not valid or (maximum is not None and value > maximum):
-        bounds = f"in {minimum}..{maximum}" if maximum is not None else f">= {minimum}"
-        raise UserInputError(f"{key} must be an integer {bounds}, got {value!r}.")
-    return value
 
 
 class ImageClassificationDataModule(L.LightningDataModule, ABC):
@@ -118,8 +109,7 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
             raise UserInputError(
                 "data.root is required: set it to the dataset folder, e.g. data.root=/path/to/data."
             )
-        if split not in EVAL_SPLITS:
-            raise UserInputError(f"data.split must be one of {list(EVAL_SPLITS)}, got {split!r}.")
+        require_choice(split, "data.split", EVAL_SPLITS)
         require_int(batch_size, "data.batch_size", 1)
         require_int(num_workers, "data.num_workers", 0)
         self.root = Path(root).expanduser()

@@ -13,9 +13,9 @@ from torch.utils.data import Dataset
 from torchvision.datasets import Flowers102
 from torchvision.datasets.folder import default_loader
 
-from mobilevit.data.base import SPLITS, ImageClassificationDataModule, Transform, require_int
+from mobilevit.data.base import SPLITS, ImageClassificationDataModule, Transform
 from mobilevit.data.splits import stratified_split, write_split_json
-from mobilevit.errors import UserInputError
+from mobilevit.errors import UserInputError, require_int
 
 # The 102 category names in label order 0..101 (the standard Oxford-102 names list).
 FLOWERS102_CLASSES: tuple[str, ...] = (

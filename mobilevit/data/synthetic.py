@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from mobilevit.data.base import SPLITS, Transform, require_int
+from mobilevit.data.base import SPLITS, Transform
 from mobilevit.data.imagefolder import ImageFolderDataModule, list_class_folders
-from mobilevit.errors import UserInputError
+from mobilevit.errors import UserInputError, require_int
 
 MANIFEST_NAME = "manifest.json"  # written last: its presence means the dataset is complete
 OWNER_MARKER_NAME = ".synthetic-dataset"  # written first and kept: train/val/test here are ours

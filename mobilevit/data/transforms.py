@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import default_collate
 from torchvision.transforms import v2
 
-from mobilevit.errors import UserInputError
+from mobilevit.errors import UserInputError, require_int
 
 __all__ = [
     "AUTO_AUGMENT",
@@ -64,9 +64,7 @@ MIN_IMAGE_SIZE = 32  # the networks' output stride: smaller images have no 1x1 l
 
 def check_image_size(image_size: int, key: str = "data.image_size") -> int:
     """``image_size`` if it is an integer >= 32 (pixels), else a UserInputError naming config ``key``."""
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE:
-        raise UserInputError(f"{key} must be an integer >= {MIN_IMAGE_SIZE} (pixels), got {image_size!r}.")
-    return image_size
+    return require_int(image_size, key, MIN_IMAGE_SIZE, why=" (MobileViT downsamples by 32)")
 
 
 def _interpolation(name: str) -> v2.InterpolationMode:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mobilevit.errors import UserInputError
 from mobilevit.models import mobilevit_v1, mobilevit_v2
 from mobilevit.models.base import MobileViTClassifier
 from mobilevit.models.pretrained import load_pretrained
@@ -32,7 +33,7 @@ def create_model(
     elif name in mobilevit_v2.VARIANTS:
         model = mobilevit_v2.MobileViTv2(mobilevit_v2.VARIANTS[name], num_classes, drop_rate, drop_path_rate)
     else:
-        raise ValueError(f"Unknown model '{name}'. Valid names: {', '.join(list_models())}")
+        raise UserInputError(f"model.name={name!r} is not a MobileViT variant; valid: {', '.join(list_models())}.")
     if pretrained:
         load_pretrained(model, pretrained)
     return model

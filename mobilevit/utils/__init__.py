@@ -8,10 +8,12 @@ from mobilevit.utils.run import (
     display_path,
     exit_on_user_error,
     find_user_error,
+    register_config_resolvers,
     resolve_ckpt_path,
     resolved_config,
     set_project_root,
     silence_upstream_warnings,
+    warn_renamed_options,
 )
 
 __all__ = [
@@ -25,8 +27,10 @@ __all__ = [
     "instantiate_callbacks",
     "instantiate_loggers",
     "instantiate_optional",
+    "register_config_resolvers",
     "resolve_ckpt_path",
     "resolved_config",
     "set_project_root",
     "silence_upstream_warnings",
+    "warn_renamed_options",
 ]

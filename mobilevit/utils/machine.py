@@ -34,7 +34,6 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     """What the numbers were measured on: CPU/GPU, cores, load, library versions and date (UTC)."""
     info: dict[str, Any] = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "hostname": platform.node(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cpu_model": cpu_model(),

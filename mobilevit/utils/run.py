@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import warnings
@@ -17,8 +18,15 @@ from rich.console import Console
 from rich.text import Text
 
 from mobilevit.errors import UserInputError
+from mobilevit.utils.precision import fast_precision
 
 USER_ERROR_EXIT_CODE = 2
+# Config options renamed: {group: {old name: new name}}; the old names still work, with a warning.
+RENAMED_OPTIONS: dict[str, dict[str, str]] = {
+    "augmentation": {"seed": "crop_flip_jitter"},
+    "experiment": {"flowers102_seed": "flowers102_stratified", "flowers102_seed_cpu": "flowers102_stratified_cpu"},
+}
+log = logging.getLogger(__name__)
 
 
 def find_user_error(exc: BaseException | None) -> UserInputError | None:
@@ -45,9 +53,39 @@ def exit_on_user_error() -> Iterator[None]:
         sys.exit(USER_ERROR_EXIT_CODE)
 
 
+def _not_an_advert(record: logging.LogRecord) -> bool:
+    return "litlogger" not in record.getMessage()
+
+
 def silence_upstream_warnings() -> None:
-    """Hide known upstream deprecation noise that users cannot act on (Lightning's use of torch's LeafSpec)."""
+    """Hide known upstream noise that users cannot act on: Lightning's use of torch's LeafSpec, its model summary's
+    "precision not supported" warning for mixed precision (the size column assumes float32 weights, which they are),
+    and its advertisement for the litlogger package."""
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+    warnings.filterwarnings("ignore", message=r"Precision \S+ is not supported by the model summary")
+    for package in ("pytorch", "fabric"):  # the loggers rank_zero_info writes to
+        logging.getLogger(f"lightning.{package}.utilities.rank_zero").addFilter(_not_an_advert)
+
+
+def warn_renamed_options() -> list[str]:
+    """Log a deprecation line for each renamed config option this Hydra run chose; returns the lines."""
+    if not HydraConfig.initialized():
+        return []
+    choices = HydraConfig.get().runtime.choices
+    lines = [
+        f"{group}={old} is deprecated: use {group}={new} (the same settings under a name that says what they do)."
+        for group, renamed in RENAMED_OPTIONS.items()
+        for old, new in renamed.items()
+        if choices.get(group) == old
+    ]
+    for line in lines:
+        log.warning(line)
+    return lines
+
+
+def register_config_resolvers() -> None:
+    """Register the resolvers the configs use (``${fast_precision:<accelerator>}``); call before composing them."""
+    OmegaConf.register_new_resolver("fast_precision", fast_precision, replace=True)
 
 
 def set_project_root(path: str | Path) -> None:

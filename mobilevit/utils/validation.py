@@ -1,37 +1,31 @@
-"""Start-up checks for train.py and evaluate.py: every config problem becomes one line that names the key and
-what is valid, raised as a :class:`UserInputError` before any heavy work (no model, data or Trainer yet)."""
+"""Start-up checks of train.py: the rules no single constructor can check, raised as one :class:`UserInputError`
+(a line per problem) before any heavy work.
+
+Every argument of this project's classes is checked by its constructor (data module, network, LightningModule,
+callbacks). What is left here: required keys (``???``) the command line did not set, rules across config groups,
+and the values of the third-party objects built late or without a clear message (the optimizer, which Hydra
+builds as a partial and Lightning calls only after the data is set up, and Lightning's Trainer).
+"""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from mobilevit.data.base import EVAL_SPLITS
-from mobilevit.errors import UserInputError
-from mobilevit.models import list_models
-from mobilevit.utils.checkpoint import load_checkpoint
+from mobilevit.errors import UserInputError, is_number, require_choice, require_positive
 
-# MobileViT downsamples by 32: smaller images have no pixels left in the last stage.
-MIN_IMAGE_SIZE = 32
 GRADIENT_CLIP_ALGORITHMS: tuple[str, ...] = ("norm", "value")
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _int_problem(key: str, value: Any, minimum: int, why: str = "") -> str | None:
-    if _is_int(value) and value >= minimum:
-        return None
-    return f"{key} must be an integer >= {minimum}{why}, got {value!r}."
+def _problem(check: Callable[..., Any], *args: Any, **kwargs: Any) -> Iterator[str]:
+    """The message of the UserInputError ``check`` raises, if any."""
+    try:
+        check(*args, **kwargs)
+    except UserInputError as error:
+        yield str(error)
 
 
 def _missing_problems(cfg: DictConfig) -> Iterator[str]:
@@ -41,61 +35,30 @@ def _missing_problems(cfg: DictConfig) -> Iterator[str]:
         yield f"{key} is required: set it on the command line, e.g. {key}={example}."
 
 
-def _model_problems(model: DictConfig | None) -> Iterator[str]:
-    if not model or "name" not in model:
-        return
-    if model.name not in list_models():
-        yield f"model.name={model.name!r} is not a MobileViT variant; valid: {', '.join(list_models())}."
-
-
 def _optimizer_problems(optimizer: DictConfig | None) -> Iterator[str]:
     if not optimizer:
         return
-    lr = optimizer.get("lr")
-    if not (_is_number(lr) and lr > 0):
-        yield f"optimizer.lr must be a number > 0 (e.g. 1e-3), got {lr!r}."
+    yield from _problem(require_positive, optimizer.get("lr"), "optimizer.lr", example=" (e.g. 1e-3)")
     weight_decay = optimizer.get("weight_decay", 0.0)
-    if not (_is_number(weight_decay) and weight_decay >= 0):
+    if not (is_number(weight_decay) and weight_decay >= 0):
         yield f"optimizer.weight_decay must be a number >= 0, got {weight_decay!r}."
-
-
-def _data_problems(data: DictConfig | None, optional: bool = False) -> Iterator[str]:
-    """Problems of ``data.*``; with ``optional`` (evaluate.py's overrides) null means "keep the stored value"."""
-    if not data:
-        return
-    checks = (  # key, minimum, why, null allowed
-        ("batch_size", 1, "", optional),
-        ("image_size", MIN_IMAGE_SIZE, " (MobileViT downsamples by 32)", optional),
-        ("eval_image_size", MIN_IMAGE_SIZE, " or null (= data.image_size)", True),
-        ("num_workers", 0, "", optional),
-    )
-    for key, minimum, why, nullable in checks:
-        if key not in data or (nullable and data.get(key) is None):
-            continue
-        problem = _int_problem(f"data.{key}", data.get(key), minimum, why)
-        if problem:
-            yield problem
-    split = data.get("split")
-    if "split" in data and split not in EVAL_SPLITS and not (optional and split is None):
-        yield f"data.split must be one of {list(EVAL_SPLITS)}, got {split!r}."
 
 
 def _trainer_problems(trainer: DictConfig | None) -> Iterator[str]:
     if not trainer:
         return
     clip = trainer.get("gradient_clip_val")
-    if clip is not None and not (_is_number(clip) and clip >= 0):
+    if clip is not None and not (is_number(clip) and clip >= 0):
         yield f"trainer.gradient_clip_val must be null (no clipping) or a number >= 0, got {clip!r}."
     algorithm = trainer.get("gradient_clip_algorithm")
-    if algorithm is not None and algorithm not in GRADIENT_CLIP_ALGORITHMS:
-        yield f"trainer.gradient_clip_algorithm must be one of {list(GRADIENT_CLIP_ALGORITHMS)}, got {algorithm!r}."
+    if algorithm is not None:
+        yield from _problem(require_choice, algorithm, "trainer.gradient_clip_algorithm", GRADIENT_CLIP_ALGORITHMS)
 
 
-def _module_problems(cfg: DictConfig) -> Iterator[str]:
+def _fine_tuning_problems(cfg: DictConfig) -> Iterator[str]:
+    """module.backbone_lr_scale != 1 only makes sense with pretrained weights (the value itself: ImageClassifier)."""
     scale = OmegaConf.select(cfg, "module.backbone_lr_scale", default=1.0)
-    if not (_is_number(scale) and scale > 0):
-        yield f"module.backbone_lr_scale must be a number > 0, got {scale!r}."
-    elif scale != 1.0 and not OmegaConf.select(cfg, "model.pretrained", default=None):
+    if is_number(scale) and scale > 0 and scale != 1.0 and not OmegaConf.select(cfg, "model.pretrained"):
         yield (
             f"module.backbone_lr_scale={scale} slows the backbone for fine-tuning, but model.pretrained is not set: "
             "pass model.pretrained=/path/to/weights (.pth/.pt/.bin/.safetensors), or module.backbone_lr_scale=1."
@@ -111,34 +74,24 @@ def _test_problems(cfg: DictConfig) -> Iterator[str]:
         yield f"test_weights must be one of {list(TEST_WEIGHTS)}, got {weights!r}."
 
 
-def _raise(problems: list[str]) -> None:
+def validate_train_config(cfg: DictConfig) -> None:
+    """Check a train.py config before anything is built; raise one UserInputError with a line per problem."""
+    problems = [
+        *_missing_problems(cfg),
+        *_optimizer_problems(cfg.get("optimizer")),
+        *_fine_tuning_problems(cfg),
+        *_test_problems(cfg),
+        *_trainer_problems(cfg.get("trainer")),
+    ]
     if problems:
         raise UserInputError("\n".join(problems))
 
 
-def validate_train_config(cfg: DictConfig) -> None:
-    """Check the values of a train.py config; raise one UserInputError with a line per problem."""
-    _raise(
-        [
-            *_missing_problems(cfg),
-            *_model_problems(cfg.get("model")),
-            *_optimizer_problems(cfg.get("optimizer")),
-            *_module_problems(cfg),
-            *_test_problems(cfg),
-            *_data_problems(cfg.get("data")),
-            *_trainer_problems(cfg.get("trainer")),
-        ]
-    )
-
-
-def validate_eval_config(cfg: DictConfig) -> None:
-    """Check evaluate.py's ``data.*`` overrides (null keeps the checkpoint's value)."""
-    _raise(list(_data_problems(cfg.get("data"), optional=True)))
-
-
-def check_train_data(cfg: DictConfig, datamodule: L.LightningDataModule, ckpt_path: str | None) -> None:
-    """Checks that need the data module: the split the final test uses exists, and a checkpoint to resume from has
-    the data's class count (read with ``weights_only=True``, so an unsafe file is refused here)."""
+def check_train_data(
+    cfg: DictConfig, datamodule: L.LightningDataModule, ckpt_path: str | None, ckpt_num_classes: int | None
+) -> None:
+    """Checks across the data module and the rest of the run: the split the final test uses exists, and the
+    checkpoint to resume from (``ckpt_path``, trained on ``ckpt_num_classes``) has the data's class count."""
     split = getattr(datamodule, "split", "test")
     has_split = getattr(datamodule, "has_split", None)
     if cfg.get("test") and has_split is not None and not has_split(split):
@@ -146,12 +99,9 @@ def check_train_data(cfg: DictConfig, datamodule: L.LightningDataModule, ckpt_pa
             f"data.split={split}: the dataset has no {split} split (no {getattr(datamodule, 'root', '?')}/{split} "
             f"folder), so the test after training would fail. Use data.split=val, add the folder, or set test=false."
         )
-    if ckpt_path is None:
-        return
-    expected = load_checkpoint(ckpt_path)["hyper_parameters"].get("num_classes")
-    if expected is not None and expected != datamodule.num_classes:
+    if ckpt_num_classes is not None and ckpt_num_classes != datamodule.num_classes:
         raise UserInputError(
-            f"ckpt_path={ckpt_path} was trained on {expected} classes but the data has {datamodule.num_classes} "
-            f"(data.root / data.num_classes). Resume on the same dataset, or start a new run with "
-            f"model.pretrained={ckpt_path} to fine-tune on this one (the classifier is then re-initialised)."
+            f"ckpt_path={ckpt_path} was trained on {ckpt_num_classes} classes but the data has "
+            f"{datamodule.num_classes} (data.root / data.num_classes). Resume on the same dataset, or start a new "
+            f"run with model.pretrained={ckpt_path} to fine-tune on this one (the classifier is then re-initialised)."
         )

@@ -1,4 +1,4 @@
-"""Visual training reports.
+"""Training diagnostics: what the model gets wrong, and how training went (config: ``callbacks.reports``).
 
 Every ``every_n_epochs`` validation epochs (and after the last epoch) TensorBoard gets a confusion matrix
 sorted by per-class recall, a table of the most confused class pairs and a grid of the most confidently
@@ -23,15 +23,9 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.hooks import RemovableHandle
 
-from mobilevit.data.base import require_int
-from mobilevit.errors import UserInputError
-from mobilevit.utils.evaluation import (
-    CONFUSION_ORDERS,
-    classification_report,
-    confused_pairs_markdown,
-    confusion_matrix_figure,
-    most_confused_pairs,
-)
+from mobilevit.errors import UserInputError, require_int
+from mobilevit.metrics import CONFUSION_ORDERS, confused_pairs_markdown, most_confused_pairs, split_metrics
+from mobilevit.plots import confusion_matrix_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -124,7 +118,7 @@ def training_history_figure(history: History, title: str = "") -> Figure:
     return fig
 
 
-class TrainingReports(L.Callback):
+class TrainingDiagnostics(L.Callback):
     """TensorBoard reports every ``every_n_epochs`` validation epochs, and training_history.png after fit.
 
     Args:
@@ -164,6 +158,11 @@ class TrainingReports(L.Callback):
         self._reset_epoch()
 
     # -- state (the history survives resuming from a checkpoint) --
+    @property
+    def state_key(self) -> str:
+        # The class's name before the rename: checkpoints written then resume with their history.
+        return "TrainingReports"
+
     def state_dict(self) -> dict[str, Any]:
         return {"history": {name: dict(series) for name, series in self.history.items()}}
 
@@ -296,7 +295,7 @@ class TrainingReports(L.Callback):
         tensorboard = self._tensorboard(trainer)
         assert tensorboard is not None  # is_report_epoch checked it
         class_names = _class_names(trainer, pl_module, logits.shape[1])
-        report = classification_report(logits, targets, class_names)
+        report = split_metrics(logits, targets, class_names)
         epoch, step = trainer.current_epoch + 1, trainer.global_step
         experiment = tensorboard.experiment
         sorting = ", lowest recall first" if self.order == "recall" else ""

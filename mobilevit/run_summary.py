@@ -1,0 +1,97 @@
+"""The ``summary.json`` that every train.py run writes: what was trained, on what, for how long, and how well.
+
+``python -m mobilevit.report`` collects these files into the results table and plot.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mobilevit.models import fuse_batchnorm
+from mobilevit.utils.machine import machine_info
+from mobilevit.utils.precision import AUTOCAST_DTYPES, autocast_dtype
+
+SUMMARY_FILE = "summary.json"
+
+
+@torch.inference_mode()
+def measure_latency_ms(
+    net: nn.Module, image_size: int, device: torch.device, precision: str = "auto", repeats: int = 20
+) -> float:
+    """Median batch-1 forward time (ms) of ``net`` on the inference path (fused BN, channels-last) in ``precision``
+    (a Lightning precision; ``auto``: the fastest the device runs natively)."""
+    fused = fuse_batchnorm(net).to(device=device, memory_format=torch.channels_last).eval()
+    image = torch.randn(1, 3, image_size, image_size, device=device).contiguous(memory_format=torch.channels_last)
+    dtype = autocast_dtype(precision, device.type)
+    times = []
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        for index in range(repeats + 5):  # 5 warm-up passes
+            start = time.perf_counter()
+            fused(image)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if index >= 5:
+                times.append(time.perf_counter() - start)
+    return 1000.0 * statistics.median(times)
+
+
+def _protocol(data_cfg: dict[str, Any]) -> str:
+    protocol = str(data_cfg.get("split_protocol") or data_cfg.get("_target_", "").rsplit(".", 1)[-1])
+    return {"official_trainval": "official, trained on train+val"}.get(protocol, protocol)
+
+
+def write_run_summary(
+    output_dir: str | Path,
+    run_cfg: dict[str, Any],
+    metrics: dict[str, float],
+    net: nn.Module,
+    epochs: int,
+    wall_time_s: float,
+    device: torch.device,
+    experiment: str | None,
+    overrides: Sequence[str] = (),
+    time_to_accuracy: Sequence[dict[str, float]] = (),
+) -> Path:
+    """Write ``<output_dir>/summary.json``: what was trained, on what, for how long, and how well.
+
+    ``overrides`` are the run's command-line overrides (the record of what a try changed), ``time_to_accuracy`` the
+    validation points of :class:`mobilevit.callbacks.TimeToAccuracy`.
+    """
+    image_size = int(run_cfg["data"]["image_size"])
+    eval_image_size = int(run_cfg["data"].get("eval_image_size") or image_size)
+    precision = str(run_cfg["trainer"].get("precision"))
+    # Latency in the run's precision; one that autocast has no equivalent of (e.g. 64-true) is timed in float32.
+    latency_precision = precision if precision in AUTOCAST_DTYPES else "32-true"
+    summary = {
+        "experiment": experiment or "-",
+        "model": run_cfg["model"].get("name"),
+        "params": sum(p.numel() for p in net.parameters()),
+        "protocol": _protocol(run_cfg["data"]),
+        "image_size": image_size,
+        "eval_image_size": eval_image_size,
+        "epochs": epochs,
+        "wall_time_s": wall_time_s,
+        "latency_ms": measure_latency_ms(net, eval_image_size, device, latency_precision),
+        "latency_precision": latency_precision,
+        "precision": precision,
+        "metrics": metrics,
+        "overrides": list(overrides),
+        "resolution_schedule": run_cfg["data"].get("resolution_schedule"),
+        "hflip_tta": bool(run_cfg.get("module", {}).get("hflip_tta", False)),
+        "test_weights": run_cfg.get("test_weights", "best"),
+        "time_to_accuracy": list(time_to_accuracy),
+        "machine": machine_info(device),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    path = Path(output_dir) / SUMMARY_FILE
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    return path
