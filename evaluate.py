@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from mobilevit.checkpoint import classifier_from_weights, datamodule_from_weights, read_trained
 from mobilevit.errors import UserInputError
 from mobilevit.utils import (
     display_path,
@@ -28,7 +29,6 @@ from mobilevit.utils import (
     set_project_root,
     silence_upstream_warnings,
 )
-from mobilevit.utils.checkpoint import classifier_from_checkpoint, datamodule_from_checkpoint, load_checkpoint
 from mobilevit.utils.evaluation import (
     ClassificationReport,
     classification_report,
@@ -80,13 +80,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
-    checkpoint = load_checkpoint(ckpt_path)
+    weights = read_trained(ckpt_path)
     overrides = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else {}
-    datamodule = datamodule_from_checkpoint(checkpoint, overrides)
-    classifier = classifier_from_checkpoint(
-        checkpoint, channels_last=cfg.get("channels_last", True), fuse_bn=cfg.get("fuse_bn", True)
+    datamodule = datamodule_from_weights(weights, overrides)
+    classifier = classifier_from_weights(
+        weights, channels_last=cfg.get("channels_last", True), fuse_bn=cfg.get("fuse_bn", True)
     )
-    del checkpoint
+    del weights
 
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer,

@@ -23,6 +23,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 from rich.console import Console
 
+from mobilevit.data.transforms import Preprocessing
 from mobilevit.module import class_weights_from_config
 from mobilevit.report import write_run_summary
 from mobilevit.utils import (
@@ -137,6 +138,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         class_weights=class_weights_from_config(cfg.module.get("class_weights"), lambda: _class_counts(datamodule)),
         cfg=run_cfg,
         class_names=list(datamodule.class_names),
+        preprocessing=Preprocessing.from_data_config(run_cfg["data"]).to_dict(),
     )
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))

@@ -123,6 +123,8 @@ class ImageClassifier(L.LightningModule):
             below 1 when fine-tuning pretrained weights, so that the new head learns faster than the backbone.
         cfg: resolved run config (plain containers) saved in checkpoints to rebuild the model and data.
         class_names: class names in label order, saved in checkpoints.
+        preprocessing: the evaluation preprocessing (``Preprocessing.to_dict()``), saved in checkpoints for
+            evaluate.py, predict and export.
     """
 
     def __init__(
@@ -136,6 +138,7 @@ class ImageClassifier(L.LightningModule):
         backbone_lr_scale: float = 1.0,
         cfg: dict[str, Any] | None = None,
         class_names: list[str] | None = None,
+        preprocessing: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:

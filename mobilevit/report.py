@@ -29,6 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from mobilevit.data.transforms import Preprocessing  # noqa: E402
 from mobilevit.errors import UserInputError  # noqa: E402
 from mobilevit.models import fuse_batchnorm  # noqa: E402
 from mobilevit.utils.machine import machine_info, machine_label  # noqa: E402
@@ -76,7 +77,7 @@ def write_run_summary(
 ) -> Path:
     """Write ``<output_dir>/summary.json``: what was trained, on what, for how long, and how well."""
     image_size = int(run_cfg["data"]["image_size"])
-    eval_image_size = int(run_cfg["data"].get("eval_image_size") or image_size)
+    eval_image_size = Preprocessing.from_data_config(run_cfg["data"]).image_size  # what train.py checkpoints record
     summary = {
         "experiment": experiment or "-",
         "model": run_cfg["model"].get("name"),

@@ -15,10 +15,10 @@ from lightning.pytorch.callbacks import EMAWeightAveraging
 import train as train_script
 from evaluate import evaluate
 from mobilevit.callbacks.early_stopping import DelayedEarlyStopping
-from mobilevit.models import create_model, model_from_checkpoint
+from mobilevit.models import create_model, read_weights
 from mobilevit.module import balanced_class_weights
 from mobilevit.utils import instantiate_callbacks
-from mobilevit.utils.checkpoint import classifier_from_checkpoint, load_checkpoint
+from mobilevit.checkpoint import classifier_from_weights, load_checkpoint, read_trained
 
 # Flowers-only keys an experiment sets, dropped when a test swaps in the synthetic data.
 NOT_SYNTHETIC = ["~data.split_protocol"]
@@ -85,7 +85,8 @@ def test_ema_weights_are_validated_saved_tested_and_exported(make_cfg, monkeypat
     raw = recorder.states[-1]
 
     # last.ckpt (rewritten after every validation): state_dict = EMA weights, the raw ones kept aside.
-    last = load_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")  # weights_only=True
+    last_path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    last = load_checkpoint(last_path)  # weights_only=True
     assert last["global_step"] == 4 and last["averaging_state"]["n_averaged"] == 4
     assert set(last["state_dict"]) == set(last["current_model_state"]) and all(k.startswith("net.") for k in ema)
     for key in ema:
@@ -95,7 +96,7 @@ def test_ema_weights_are_validated_saved_tested_and_exported(make_cfg, monkeypat
 
     # Validation ran on the EMA weights: the logged val/loss is theirs, not the raw weights'.
     datamodule = objects["datamodule"]
-    classifier = classifier_from_checkpoint(last)
+    classifier = classifier_from_weights(read_trained(last_path))
     ema_val_loss = _mean_loss(classifier, datamodule.val_dataloader())
     raw_val_loss = _mean_loss(_state_of(classifier, last["current_model_state"]), datamodule.val_dataloader())
     assert metrics["val/loss"] == pytest.approx(ema_val_loss, abs=1e-5)
@@ -111,11 +112,10 @@ def test_ema_weights_are_validated_saved_tested_and_exported(make_cfg, monkeypat
     assert abs(metrics["test/loss"] - raw_test_loss) > 1e-3
 
     # python -m mobilevit.export rebuilds the network from the same EMA weights.
-    exported = model_from_checkpoint(best).state_dict()
+    exported = read_weights(best).build().state_dict()
     assert all(torch.equal(exported[key], best_ckpt["state_dict"]["net." + key]) for key in exported)
 
     # Resuming restores both: training continues from the raw weights, the average from the saved one.
-    last_path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     resumed_cfg = make_cfg(
         [*cfg_overrides, f"ckpt_path={last_path}", "trainer.max_epochs=3", "test=false"], run_name="resumed"
     )

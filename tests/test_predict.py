@@ -19,7 +19,7 @@ from mobilevit.data.transforms import eval_transform
 from mobilevit.errors import UserInputError
 from mobilevit.predict import CSV_COLUMNS, Classifier, find_images, load_image, predict
 from mobilevit.utils import cpu_supports_bf16
-from mobilevit.utils.checkpoint import classifier_from_checkpoint, load_checkpoint
+from mobilevit.checkpoint import classifier_from_weights, read_trained
 from train import train
 
 CLASSES = ["circle", "square", "triangle"]
@@ -183,7 +183,7 @@ def test_predict_uses_the_checkpoints_eval_transform_and_fused_model(images: Pat
     with Image.open(images / "exif_rotated.jpg") as raw:
         ignored_tag = classifier.transform(raw.convert("RGB"))[None]
     assert (rotated - batch).abs().mean() < 0.03 < (ignored_tag - batch).abs().mean()
-    reference = classifier_from_checkpoint(load_checkpoint(checkpoint), channels_last=False)
+    reference = classifier_from_weights(read_trained(checkpoint), channels_last=False)
     with torch.no_grad():
         expected = reference(batch).softmax(dim=1)
     assert torch.allclose(classifier.probabilities(batch), expected, atol=1e-5)

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from mobilevit.data.base import EVAL_SPLITS
 from mobilevit.errors import UserInputError
 from mobilevit.models import list_models
-from mobilevit.utils.checkpoint import load_checkpoint
+from mobilevit.checkpoint import load_checkpoint
 
 # MobileViT downsamples by 32: smaller images have no pixels left in the last stage.
 MIN_IMAGE_SIZE = 32
@@ -98,7 +98,7 @@ def _module_problems(cfg: DictConfig) -> Iterator[str]:
     elif scale != 1.0 and not OmegaConf.select(cfg, "model.pretrained", default=None):
         yield (
             f"module.backbone_lr_scale={scale} slows the backbone for fine-tuning, but model.pretrained is not set: "
-            "pass model.pretrained=/path/to/weights (.pth/.pt/.bin/.safetensors), or module.backbone_lr_scale=1."
+            "pass model.pretrained=imagenet, hf-hub:<repo_id> or /path/to/weights, or module.backbone_lr_scale=1."
         )
 
 
