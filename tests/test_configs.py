@@ -241,7 +241,8 @@ def test_module_hparams_are_plain(make_cfg) -> None:
         class_names=["a", "b", "c", "d"],
     )
     assert set(module.hparams) == {
-        "label_smoothing", "class_weights", "channels_last", "backbone_lr_scale", "cfg", "class_names", "num_classes"
+        "label_smoothing", "class_weights", "channels_last", "backbone_lr_scale", "cfg", "class_names", "num_classes",
+        "preprocessing",
     }  # fmt: skip
     assert isinstance(module.hparams.cfg, dict) and "hydra" not in module.hparams.cfg
     assert module.hparams.cfg["model"]["name"] == "mobilevit_xxs"

@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import EMAWeightAveraging
 import train as train_script
 from evaluate import evaluate
 from mobilevit.callbacks.early_stopping import DelayedEarlyStopping
+from mobilevit.data.transforms import Preprocessing
 from mobilevit.models import create_model, read_weights
 from mobilevit.module import balanced_class_weights
 from mobilevit.utils import instantiate_callbacks
@@ -234,7 +235,7 @@ def test_finetune_recipe_loads_pretrained_weights_and_trains_the_head_faster(
     torch.save(source.state_dict(), weights)
     cfg = make_cfg(
         ["experiment=flowers102_finetune", *NOT_SYNTHETIC, *TINY_SYNTHETIC, *FAST_TRAIN, *TINY_BUDGET]
-        + [f"model.pretrained={weights}", "test=false"]
+        + [f"model.pretrained={weights}", "test=false", "data.eval_image_size=48"]
     )
     assert cfg.module.backbone_lr_scale == 0.1 and cfg.optimizer.lr == 1e-3
     recorder = StateRecorder()
@@ -246,3 +247,10 @@ def test_finetune_recipe_loads_pretrained_weights_and_trains_the_head_faster(
     assert start["net.classifier.weight"].shape == (3, source.num_features)  # a new 3-class head
     peak_lrs = {group["name"]: group["initial_lr"] for group in objects["trainer"].optimizers[0].param_groups}
     assert peak_lrs["head_decay"] == pytest.approx(1e-3) and peak_lrs["backbone_decay"] == pytest.approx(1e-4)
+    # The checkpoint records its evaluation preprocessing; evaluate/predict/export read it back from there.
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    recorded = Preprocessing(image_size=48, crop_pct=0.9, interpolation="bicubic")
+    assert load_checkpoint(last)["hyper_parameters"]["preprocessing"] == recorded.to_dict()
+    weights = read_trained(last)
+    assert (weights.variant, weights.num_classes, weights.preprocessing) == ("mobilevit_xxs", 3, recorded)
+    assert weights.eval_transform()(torch.zeros(3, 40, 60, dtype=torch.uint8)).shape == (3, 48, 48)

@@ -195,13 +195,21 @@ def test_predict_uses_the_checkpoints_eval_transform_and_fused_model(images: Pat
         Classifier(checkpoint, device="cpu", precision="fp8")
 
 
-def test_predict_uses_the_runs_eval_image_size(images: Path, checkpoint: Path, tmp_path: Path) -> None:
+def test_predict_uses_the_preprocessing_recorded_in_the_checkpoint(images: Path, checkpoint: Path, tmp_path: Path) -> None:
+    """train.py records the evaluation preprocessing; a checkpoint written before it did falls back to its run
+    config (eval_image_size, else image_size, and crop_pct) by the same rule."""
+    image = load_image(images / "upright.jpg")
     stored = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    stored["hyper_parameters"]["cfg"]["data"]["eval_image_size"] = 64
+    stored["hyper_parameters"]["preprocessing"].update(image_size=64, crop_pct=0.8)
     torch.save(stored, tmp_path / "eval64.ckpt")
     classifier = Classifier(tmp_path / "eval64.ckpt", device="cpu", precision="32")
-    image = load_image(images / "upright.jpg")
-    assert torch.equal(classifier.transform(image), eval_transform(64, 0.9)(image))
+    assert torch.equal(classifier.transform(image), eval_transform(64, 0.8)(image))
+
+    del stored["hyper_parameters"]["preprocessing"]
+    stored["hyper_parameters"]["cfg"]["data"]["eval_image_size"] = 48
+    torch.save(stored, tmp_path / "old.ckpt")
+    classifier = Classifier(tmp_path / "old.ckpt", device="cpu", precision="32")
+    assert torch.equal(classifier.transform(image), eval_transform(48, 0.9)(image))
 
 
 def test_predict_rejects_bad_settings(make_cfg, checkpoint: Path, images: Path) -> None:
