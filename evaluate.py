@@ -20,7 +20,10 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from mobilevit.checkpoint import classifier_from_weights, datamodule_from_weights, read_trained
 from mobilevit.errors import UserInputError
+from mobilevit.metrics import SplitMetrics, split_metrics, write_metrics_json, write_per_class_csv
+from mobilevit.plots import plot_confusion_matrix
 from mobilevit.utils import (
     display_path,
     exit_on_user_error,
@@ -29,9 +32,6 @@ from mobilevit.utils import (
     set_project_root,
     silence_upstream_warnings,
 )
-from mobilevit.utils.checkpoint import classifier_from_checkpoint, datamodule_from_checkpoint, load_checkpoint
-from mobilevit.metrics import SplitMetrics, split_metrics, write_metrics_json, write_per_class_csv
-from mobilevit.plots import plot_confusion_matrix
 
 set_project_root(Path(__file__).parent)
 register_config_resolvers()
@@ -75,12 +75,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
-    checkpoint = load_checkpoint(ckpt_path)
+    weights = read_trained(ckpt_path)
     overrides = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else {}
-    datamodule = datamodule_from_checkpoint(checkpoint, overrides)
+    datamodule = datamodule_from_weights(weights, overrides)
     channels_last = OmegaConf.select(cfg, "module.channels_last", default=True)
-    classifier = classifier_from_checkpoint(checkpoint, channels_last=channels_last, fuse_bn=cfg.get("fuse_bn", True))
-    del checkpoint
+    classifier = classifier_from_weights(weights, channels_last=channels_last, fuse_bn=cfg.get("fuse_bn", True))
+    del weights
     if cfg.get("hflip_tta") is not None:
         classifier.hflip_tta = bool(cfg.hflip_tta)
 

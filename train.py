@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 
 from mobilevit.callbacks import TimeToAccuracy
+from mobilevit.data.transforms import Preprocessing
 from mobilevit.run_summary import write_run_summary
 from mobilevit.utils import (
     ddp_children_share_dirs,
@@ -38,7 +39,7 @@ from mobilevit.utils import (
     silence_upstream_warnings,
     warn_renamed_options,
 )
-from mobilevit.utils.checkpoint import load_checkpoint
+from mobilevit.checkpoint import load_checkpoint
 from mobilevit.utils.validation import check_train_data, validate_train_config
 
 set_project_root(Path(__file__).parent)
@@ -130,6 +131,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         scheduler=instantiate_optional(cfg.get("scheduler")),
         cfg=run_cfg,
         class_names=list(datamodule.class_names),
+        preprocessing=Preprocessing.from_data_config(run_cfg["data"]).to_dict(),
     )
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))

@@ -1,7 +1,11 @@
 """Export a trained model to ONNX with a dynamic batch axis, BatchNorm folded.
 
-    python -m mobilevit.export logs/train/runs/<run>/checkpoints/best.ckpt --image-size 256
-    python -m mobilevit.export weights.safetensors --model mobilevit_xs --output xs.onnx
+    python -m mobilevit.export logs/train/runs/<run>/checkpoints/best.ckpt
+    python -m mobilevit.export weights.safetensors --output xs.onnx --image-size 320
+    python -m mobilevit.export hf-hub:apple/mobilevit-small --output mobilevit_s.onnx
+
+The example input size defaults to the evaluation size recorded with the weights (a train.py checkpoint's
+eval_image_size or image_size; 256 for the published ImageNet weights).
 
 The export is checked with onnxruntime (when installed) against PyTorch on a random batch of 3.
 """
@@ -16,7 +20,8 @@ import torch
 from torch import nn
 
 from mobilevit.errors import UserInputError
-from mobilevit.models import fuse_batchnorm, list_models, model_from_checkpoint
+from mobilevit.models import list_models, read_weights
+from mobilevit.models.pretrained import HUB_PREFIX, IMAGENET
 
 
 def export_onnx(model: nn.Module, output: str | Path, image_size: tuple[int, int], opset: int = 18) -> Path:
@@ -53,25 +58,30 @@ def onnx_max_abs_diff(model: nn.Module, onnx_path: str | Path, image_size: tuple
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mobilevit.export", description=__doc__.split("\n")[0])
-    parser.add_argument("checkpoint", help="train.py checkpoint (.ckpt) or weights file (.pth/.pt/.bin/.safetensors)")
-    parser.add_argument("--model", choices=list_models(), help="variant; read from the checkpoint when omitted")
+    parser.add_argument(
+        "checkpoint", help="train.py checkpoint (.ckpt), weights file (.pth/.pt/.bin/.safetensors), hf-hub:<repo_id>"
+    )
+    parser.add_argument("--model", choices=list_models(), help="variant; read from the weights when omitted")
     parser.add_argument("--output", help="ONNX file to write (default: next to the checkpoint)")
-    parser.add_argument("--image-size", type=int, nargs="+", default=[256], metavar="N", help="H [W] (default 256)")
+    parser.add_argument(
+        "--image-size", type=int, nargs="+", metavar="N", help="H [W] (default: the size recorded with the weights)"
+    )
     parser.add_argument("--opset", type=int, default=18)
     parser.add_argument("--no-fuse-bn", action="store_true", help="keep BatchNorm layers separate")
     args = parser.parse_args(argv)
 
-    size = tuple(args.image_size * 2)[:2] if len(args.image_size) == 1 else tuple(args.image_size[:2])
     try:
+        weights = read_weights(args.checkpoint, args.model)
+        sizes = args.image_size or [weights.preprocessing.image_size]
+        size = tuple(sizes * 2)[:2] if len(sizes) == 1 else tuple(sizes[:2])
         if min(size) < 32:
             raise UserInputError(f"--image-size must be at least 32, got {size}")
-        model = model_from_checkpoint(args.checkpoint, args.model)
     except UserInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if not args.no_fuse_bn:
-        model = fuse_batchnorm(model)
-    output = Path(args.output) if args.output else Path(args.checkpoint).with_suffix(".onnx")
+    model = weights.build(fuse_bn=not args.no_fuse_bn)
+    remote = args.checkpoint == IMAGENET or args.checkpoint.startswith(HUB_PREFIX)
+    output = Path(args.output or (f"{weights.variant}.onnx" if remote else Path(args.checkpoint).with_suffix(".onnx")))
     export_onnx(model, output, size, args.opset)
     print(f"Wrote {output} (input 'images' N x 3 x {size[0]} x {size[1]}, dynamic N; BatchNorm folded: {not args.no_fuse_bn})")
     try:

@@ -132,6 +132,8 @@ class ImageClassifier(L.LightningModule):
             horizontal mirror (:func:`hflip_tta_logits`); training is unaffected.
         cfg: resolved run config (plain containers) saved in checkpoints to rebuild the model and data.
         class_names: class names in label order, saved in checkpoints.
+        preprocessing: the evaluation preprocessing (``Preprocessing.to_dict()``), saved in checkpoints for
+            evaluate.py, predict and export.
     """
 
     def __init__(
@@ -146,6 +148,7 @@ class ImageClassifier(L.LightningModule):
         hflip_tta: bool = False,
         cfg: dict[str, Any] | None = None,
         class_names: list[str] | None = None,
+        preprocessing: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:

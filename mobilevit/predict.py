@@ -6,7 +6,7 @@
 ``inputs`` is an image file, a directory (searched recursively for image files), a glob pattern (quote it
 so the shell leaves it alone) or a list of these (``inputs=[a.jpg,more/]``). Any format and mode Pillow
 reads is accepted (grayscale, RGBA, CMYK, palette, 16-bit, WebP, ...): EXIF orientation is applied,
-transparent areas become white, and the checkpoint's evaluation transform (eval_image_size or image_size, crop_pct) is used.
+transparent areas become white, and the evaluation transform recorded with the checkpoint's weights is used.
 Unreadable files are reported and skipped. Writes ``output`` (CSV, one row per file and rank); exit code
 0 when at least one image was classified, 1 when none could be read, 2 for a usage error.
 """
@@ -27,12 +27,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from mobilevit.checkpoint import classifier_from_weights, read_trained
 from mobilevit.data.images import IMAGE_EXTENSIONS, is_image_file, load_image
-from mobilevit.data.transforms import eval_transform
 from mobilevit.errors import UserInputError, require_int
 from mobilevit.module import hflip_tta_logits
 from mobilevit.utils import display_path, exit_on_user_error, resolve_ckpt_path, set_project_root
-from mobilevit.utils.checkpoint import classifier_from_checkpoint, load_checkpoint
 from mobilevit.utils.precision import autocast_dtype
 
 set_project_root(Path(__file__).resolve().parents[1])
@@ -101,19 +100,14 @@ class Classifier:
     def __init__(
         self, ckpt_path: str | Path, device: str = "auto", precision: str = "auto", hflip_tta: bool | None = None
     ) -> None:
-        checkpoint = load_checkpoint(ckpt_path)
-        classifier = classifier_from_checkpoint(checkpoint, channels_last=True, fuse_bn=True)
+        weights = read_trained(ckpt_path)
+        classifier = classifier_from_weights(weights, channels_last=True, fuse_bn=True)
         self.hflip_tta = classifier.hflip_tta if hflip_tta is None else bool(hflip_tta)
-        data_cfg = checkpoint["hyper_parameters"]["cfg"]["data"]
-        del checkpoint
         self.device = _device(device)
         self.autocast_dtype = autocast_dtype(precision, self.device.type)
         self.net = classifier.net.to(self.device)
-        self.class_names: list[str] = list(
-            classifier.hparams.get("class_names") or map(str, range(classifier.num_classes))
-        )
-        image_size = int(data_cfg.get("eval_image_size") or data_cfg["image_size"])
-        self.transform = eval_transform(image_size, float(data_cfg.get("crop_pct", 0.9)))
+        self.class_names: list[str] = list(weights.class_names or map(str, range(weights.num_classes)))
+        self.transform = weights.eval_transform()
 
     @torch.inference_mode()
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mobilevit.data.transforms import Preprocessing
 from mobilevit.models import fuse_batchnorm
 from mobilevit.utils.machine import machine_info
 from mobilevit.utils.precision import AUTOCAST_DTYPES, autocast_dtype
@@ -67,7 +68,7 @@ def write_run_summary(
     validation points of :class:`mobilevit.callbacks.TimeToAccuracy`.
     """
     image_size = int(run_cfg["data"]["image_size"])
-    eval_image_size = int(run_cfg["data"].get("eval_image_size") or image_size)
+    eval_image_size = Preprocessing.from_data_config(run_cfg["data"]).image_size  # what train.py checkpoints record
     precision = str(run_cfg["trainer"].get("precision"))
     # Latency in the run's precision; one that autocast has no equivalent of (e.g. 64-true) is timed in float32.
     latency_precision = precision if precision in AUTOCAST_DTYPES else "32-true"

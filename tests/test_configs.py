@@ -254,7 +254,7 @@ def test_module_hparams_are_plain(make_cfg) -> None:
     )
     assert set(module.hparams) == {
         "label_smoothing", "class_weights", "channels_last", "backbone_lr_scale", "hflip_tta", "cfg", "class_names",
-        "num_classes",
+        "num_classes", "preprocessing",
     }  # fmt: skip
     assert isinstance(module.hparams.cfg, dict) and "hydra" not in module.hparams.cfg
     assert module.hparams.cfg["model"]["name"] == "mobilevit_xxs"

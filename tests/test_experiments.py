@@ -17,10 +17,11 @@ from omegaconf import OmegaConf
 import train as train_script
 from evaluate import evaluate
 from mobilevit.callbacks.early_stopping import DelayedEarlyStopping
-from mobilevit.models import create_model, model_from_checkpoint
+from mobilevit.data.transforms import Preprocessing
+from mobilevit.models import create_model, read_weights
 from mobilevit.module import balanced_class_weights
 from mobilevit.utils import instantiate_callbacks, warn_renamed_options
-from mobilevit.utils.checkpoint import classifier_from_checkpoint, load_checkpoint
+from mobilevit.checkpoint import classifier_from_weights, load_checkpoint, read_trained
 
 # Flowers-only keys an experiment sets, dropped when a test swaps in the synthetic data.
 NOT_SYNTHETIC = ["~data.split_protocol"]
@@ -87,7 +88,8 @@ def test_ema_weights_are_validated_saved_tested_and_exported(make_cfg, monkeypat
     raw = recorder.states[-1]
 
     # last.ckpt (rewritten after every validation): state_dict = EMA weights, the raw ones kept aside.
-    last = load_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")  # weights_only=True
+    last_path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    last = load_checkpoint(last_path)  # weights_only=True
     assert last["global_step"] == 4 and last["averaging_state"]["n_averaged"] == 4
     assert set(last["state_dict"]) == set(last["current_model_state"]) and all(k.startswith("net.") for k in ema)
     for key in ema:
@@ -97,7 +99,7 @@ def test_ema_weights_are_validated_saved_tested_and_exported(make_cfg, monkeypat
 
     # Validation ran on the EMA weights: the logged val/loss is theirs, not the raw weights'.
     datamodule = objects["datamodule"]
-    classifier = classifier_from_checkpoint(last)
+    classifier = classifier_from_weights(read_trained(last_path))
     ema_val_loss = _mean_loss(classifier, datamodule.val_dataloader())
     raw_val_loss = _mean_loss(_state_of(classifier, last["current_model_state"]), datamodule.val_dataloader())
     assert metrics["val/loss"] == pytest.approx(ema_val_loss, abs=1e-5)
@@ -113,11 +115,10 @@ def test_ema_weights_are_validated_saved_tested_and_exported(make_cfg, monkeypat
     assert abs(metrics["test/loss"] - raw_test_loss) > 1e-3
 
     # python -m mobilevit.export rebuilds the network from the same EMA weights.
-    exported = model_from_checkpoint(best).state_dict()
+    exported = read_weights(best).build().state_dict()
     assert all(torch.equal(exported[key], best_ckpt["state_dict"]["net." + key]) for key in exported)
 
     # Resuming restores both: training continues from the raw weights, the average from the saved one.
-    last_path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     resumed_cfg = make_cfg(
         [*cfg_overrides, f"ckpt_path={last_path}", "trainer.max_epochs=3", "test=false"], run_name="resumed"
     )
@@ -259,7 +260,7 @@ def test_finetune_recipe_loads_pretrained_weights_and_trains_the_head_faster(
     torch.save(source.state_dict(), weights)
     cfg = make_cfg(
         ["experiment=flowers102_finetune", *NOT_SYNTHETIC, *TINY_SYNTHETIC, *FAST_TRAIN, *TINY_BUDGET]
-        + [f"model.pretrained={weights}", "test=false"]
+        + [f"model.pretrained={weights}", "test=false", "data.eval_image_size=48"]
     )
     assert cfg.module.backbone_lr_scale == 0.1 and cfg.optimizer.lr == 1e-3
     recorder = StateRecorder()
@@ -271,3 +272,10 @@ def test_finetune_recipe_loads_pretrained_weights_and_trains_the_head_faster(
     assert start["net.classifier.weight"].shape == (3, source.num_features)  # a new 3-class head
     peak_lrs = {group["name"]: group["initial_lr"] for group in objects["trainer"].optimizers[0].param_groups}
     assert peak_lrs["head_decay"] == pytest.approx(1e-3) and peak_lrs["backbone_decay"] == pytest.approx(1e-4)
+    # The checkpoint records its evaluation preprocessing; evaluate/predict/export read it back from there.
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    recorded = Preprocessing(image_size=48, crop_pct=0.9, interpolation="bicubic")
+    assert load_checkpoint(last)["hyper_parameters"]["preprocessing"] == recorded.to_dict()
+    weights = read_trained(last)
+    assert (weights.variant, weights.num_classes, weights.preprocessing) == ("mobilevit_xxs", 3, recorded)
+    assert weights.eval_transform()(torch.zeros(3, 40, 60, dtype=torch.uint8)).shape == (3, 48, 48)

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
-import logging
-
 import pytest
 import torch
 from torch import nn
 
-from mobilevit.errors import UserInputError
 from mobilevit.models import (
     MobileViTBlock,
     MobileViTv2Block,
-    convert_timm_state_dict,
     create_model,
     fuse_batchnorm,
     list_models,
+    to_our_layout,
 )
 
 PARAMETER_COUNTS = {  # timm's counts with a 1000-class head (papers: 1.3M/2.3M/5.6M and 1.4M-18.4M)
@@ -65,7 +61,7 @@ def test_logits_match_timm_with_identical_weights(name: str) -> None:
     torch.manual_seed(0)
     reference = randomize_batchnorm(timm.create_model(name)).eval()
     ours = create_model(name).eval()
-    ours.load_state_dict(convert_timm_state_dict(reference.state_dict()))
+    ours.load_state_dict(to_our_layout(reference.state_dict(), "timm"))
     for size in [(256, 256), (200, 264)]:
         images = torch.rand(2, 3, *size)
         with torch.no_grad():
@@ -186,67 +182,25 @@ def test_onnx_export_matches_pytorch_with_dynamic_batch(name: str, tmp_path, cap
         assert logits.shape == (batch, 5) and diff <= 1e-4
 
 
-def test_export_without_model_name_gives_clear_error(tmp_path, capsys) -> None:
-    from mobilevit.export import main as export_main
+def test_export_reads_variant_and_size_from_the_weights(tmp_path, capsys, monkeypatch) -> None:
+    """No --model: the variant comes from the tensor shapes; no --image-size: the evaluation size recorded with the
+    weights (here a train.py checkpoint with data.eval_image_size=96), not 256. A --model that disagrees is refused."""
+    import mobilevit.export as export
 
-    weights = tmp_path / "weights.pth"
-    torch.save(create_model("mobilevit_xxs", num_classes=2).state_dict(), weights)
-    assert export_main([str(weights)]) == 2
-    assert "--model" in capsys.readouterr().err
+    exported = {}
+    monkeypatch.setattr(export, "export_onnx", lambda model, output, size, opset: exported.update(size=size, net=model))
+    monkeypatch.setattr(export, "onnx_max_abs_diff", lambda *args: 0.0)
+    net = create_model("mobilevit_xxs", num_classes=2)
+    checkpoint = tmp_path / "run.ckpt"
+    cfg = {"model": {"name": "mobilevit_xxs"}, "data": {"image_size": 64, "eval_image_size": 96, "crop_pct": 0.875}}
+    state = {f"net.{key}": value for key, value in net.state_dict().items()}
+    torch.save({"state_dict": state, "hyper_parameters": {"cfg": cfg, "num_classes": 2}}, checkpoint)
+    assert export.main([str(checkpoint), "--no-fuse-bn"]) == 0
+    assert exported["size"] == (96, 96) and type(exported["net"]).__name__ == "MobileViT"
+    assert torch.equal(exported["net"].stem.conv.weight, net.stem.conv.weight)
 
-
-# --- pretrained weights -------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def timm_xxs_state() -> dict[str, torch.Tensor]:
-    timm = pytest.importorskip("timm")
-    torch.manual_seed(0)
-    return randomize_batchnorm(timm.create_model("mobilevit_xxs")).state_dict()
-
-
-@pytest.mark.parametrize("suffix", [".pth", ".pt", ".bin", ".safetensors"])
-def test_pretrained_file_in_timm_layout_loads(suffix: str, timm_xxs_state, tmp_path) -> None:
-    path = tmp_path / f"weights{suffix}"
-    if suffix == ".safetensors":
-        from safetensors.torch import save_file
-
-        save_file({k: v.contiguous() for k, v in timm_xxs_state.items()}, str(path))
-    else:
-        torch.save(timm_xxs_state, path)
-    model = create_model("mobilevit_xxs", pretrained=str(path))
-    expected = convert_timm_state_dict(timm_xxs_state)
-    for key, value in model.state_dict().items():
-        assert torch.equal(value, expected[key]), key
-
-
-def test_pretrained_with_other_class_count_reinitialises_head(timm_xxs_state, tmp_path, caplog) -> None:
-    path = tmp_path / "imagenet.pth"
-    torch.save(timm_xxs_state, path)
-    with caplog.at_level(logging.INFO, logger="mobilevit.models.pretrained"):
-        model = create_model("mobilevit_xxs", num_classes=102, pretrained=str(path))
-    assert "Re-initialised the classifier" in caplog.text and "1000 classes" in caplog.text
-    assert model.classifier.weight.shape == (102, 320)
-    assert torch.equal(model.stem.conv.weight, timm_xxs_state["stem.conv.weight"])
-
-
-def test_pretrained_with_missing_or_unexpected_keys_lists_them(timm_xxs_state, tmp_path) -> None:
-    state = dict(timm_xxs_state)
-    del state["stem.conv.weight"]
-    state["extra.weight"] = torch.zeros(1)
-    path = tmp_path / "broken.pth"
-    torch.save(state, path)
-    with pytest.raises(UserInputError, match=r"(?s)missing keys \(1\): stem\.conv\.weight.*unexpected keys \(1\): extra\.weight"):
-        create_model("mobilevit_xxs", pretrained=str(path))
-
-
-def test_pretrained_refuses_pickled_code_and_unknown_files(tmp_path) -> None:
-    path = tmp_path / "evil.pth"
-    torch.save({"state_dict": {"x": torch.zeros(1)}, "payload": argparse.Namespace(run="arbitrary code")}, path)
-    with pytest.raises(UserInputError, match="weights_only=True"):
-        create_model("mobilevit_xxs", pretrained=str(path))
-    with pytest.raises(UserInputError, match="file not found"):
-        create_model("mobilevit_xxs", pretrained=str(tmp_path / "absent.pth"))
-    (tmp_path / "weights.txt").write_text("nope")
-    with pytest.raises(UserInputError, match="unsupported file type"):
-        create_model("mobilevit_xxs", pretrained=str(tmp_path / "weights.txt"))
+    bare = tmp_path / "weights.pth"
+    torch.save(net.state_dict(), bare)
+    assert export.main([str(bare), "--image-size", "64", "80"]) == 0 and exported["size"] == (64, 80)
+    assert export.main([str(bare), "--model", "mobilevit_xs"]) == 2
+    assert "holds mobilevit_xxs weights, but the model is mobilevit_xs" in capsys.readouterr().err

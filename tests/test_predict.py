@@ -19,7 +19,7 @@ from mobilevit.data.transforms import eval_transform
 from mobilevit.errors import UserInputError
 from mobilevit.predict import CSV_COLUMNS, Classifier, find_images, load_image, predict
 from mobilevit.utils import cpu_supports_bf16
-from mobilevit.utils.checkpoint import classifier_from_checkpoint, load_checkpoint
+from mobilevit.checkpoint import classifier_from_weights, read_trained
 from train import train
 
 CLASSES = ["circle", "square", "triangle"]
@@ -183,7 +183,7 @@ def test_predict_uses_the_checkpoints_eval_transform_and_fused_model(images: Pat
     with Image.open(images / "exif_rotated.jpg") as raw:
         ignored_tag = classifier.transform(raw.convert("RGB"))[None]
     assert (rotated - batch).abs().mean() < 0.03 < (ignored_tag - batch).abs().mean()
-    reference = classifier_from_checkpoint(load_checkpoint(checkpoint), channels_last=False)
+    reference = classifier_from_weights(read_trained(checkpoint), channels_last=False)
     with torch.no_grad():
         expected = reference(batch).softmax(dim=1)
     assert torch.allclose(classifier.probabilities(batch), expected, atol=1e-5)
@@ -196,13 +196,21 @@ def test_predict_uses_the_checkpoints_eval_transform_and_fused_model(images: Pat
         Classifier(checkpoint, device="cpu", precision="fp8")
 
 
-def test_predict_uses_the_runs_eval_image_size(images: Path, checkpoint: Path, tmp_path: Path) -> None:
+def test_predict_uses_the_preprocessing_recorded_in_the_checkpoint(images: Path, checkpoint: Path, tmp_path: Path) -> None:
+    """train.py records the evaluation preprocessing; a checkpoint written before it did falls back to its run
+    config (eval_image_size, else image_size, and crop_pct) by the same rule."""
+    image = load_image(images / "upright.jpg")
     stored = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    stored["hyper_parameters"]["cfg"]["data"]["eval_image_size"] = 64
+    stored["hyper_parameters"]["preprocessing"].update(image_size=64, crop_pct=0.8)
     torch.save(stored, tmp_path / "eval64.ckpt")
     classifier = Classifier(tmp_path / "eval64.ckpt", device="cpu", precision="32-true")
-    image = load_image(images / "upright.jpg")
-    assert torch.equal(classifier.transform(image), eval_transform(64, 0.9)(image))
+    assert torch.equal(classifier.transform(image), eval_transform(64, 0.8)(image))
+
+    del stored["hyper_parameters"]["preprocessing"]
+    stored["hyper_parameters"]["cfg"]["data"]["eval_image_size"] = 48
+    torch.save(stored, tmp_path / "old.ckpt")
+    classifier = Classifier(tmp_path / "old.ckpt", device="cpu", precision="32-true")
+    assert torch.equal(classifier.transform(image), eval_transform(48, 0.9)(image))
 
 
 def test_predict_rejects_bad_settings(make_cfg, checkpoint: Path, images: Path) -> None:

@@ -15,7 +15,7 @@ from conftest import ROOT, TINY_SYNTHETIC, subprocess_env
 from lightning.pytorch.callbacks import Callback
 
 from mobilevit.data import SyntheticDataModule
-from mobilevit.utils.checkpoint import classifier_from_checkpoint, load_checkpoint
+from mobilevit.checkpoint import classifier_from_weights, read_trained
 from train import train
 
 # The whole training set (3 classes x 8 images) is one global batch: 2 processes x 12 images or 1 x 24. Every step
@@ -78,7 +78,7 @@ def _train_ddp(tmp_path: Path, data_dir: Path, *args: str) -> subprocess.Complet
 
 def _val_loss_and_acc(checkpoint: Path, datamodule: SyntheticDataModule) -> tuple[float, float]:
     """Loss and top-1 accuracy of a checkpoint's weights on the whole validation split, in one process."""
-    classifier = classifier_from_checkpoint(load_checkpoint(checkpoint), channels_last=False)
+    classifier = classifier_from_weights(read_trained(checkpoint), channels_last=False)
     images, targets = map(torch.cat, zip(*datamodule.val_dataloader(), strict=True))
     with torch.no_grad():
         logits = classifier(images)

@@ -36,6 +36,7 @@ __all__ = [
     "ImageTransform",
     "MixUpCutMixSettings",
     "MixUpOrCutMix",
+    "Preprocessing",
     "basic_augmentation",
     "check_augmentation_preset",
     "eval_resize_size",
@@ -139,6 +140,54 @@ def eval_transform(
             *_to_float_tensor(),
         ]
     )
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a network's input was prepared when its weights were trained, and so how to evaluate it.
+
+    Like timm's ``pretrained_cfg`` and the transforms of torchvision's ``Weights``: the evaluation side length
+    ``image_size`` (px), the resize ratio ``crop_pct`` (shorter side to ``image_size / crop_pct``, then center
+    crop), the resize ``interpolation``, per-channel ``mean``/``std`` applied to [0, 1] values (MobileViT: none,
+    i.e. 0 and 1), and the ``channel_order`` ("RGB" or "BGR") the weights were trained on. Weights trained on
+    BGR have the flip folded into their stem when loaded, so the built network always takes RGB.
+    """
+
+    image_size: int = 256
+    crop_pct: float = 0.9
+    interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    channel_order: str = "RGB"
+
+    @classmethod
+    def from_data_config(cls, data_cfg: dict[str, Any]) -> Preprocessing:
+        """The evaluation preprocessing of a run's ``data`` config (``eval_image_size``, else ``image_size``)."""
+        return cls(
+            image_size=int(data_cfg.get("eval_image_size") or data_cfg["image_size"]),
+            crop_pct=float(data_cfg.get("crop_pct", 0.9)),
+            interpolation=str(data_cfg.get("interpolation", "bicubic")),
+        )
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Preprocessing:
+        """Inverse of :meth:`to_dict` (as stored in checkpoints); unknown keys are ignored."""
+        known = {key: values[key] for key in cls.__dataclass_fields__ if key in values}
+        for key in ("mean", "std"):
+            if key in known:
+                known[key] = tuple(float(v) for v in known[key])
+        return cls(**known)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain containers only, so that ``torch.load(weights_only=True)`` reads it back."""
+        return {**self.__dict__, "mean": list(self.mean), "std": list(self.std)}
+
+    def eval_transform(self) -> v2.Compose:
+        """The deterministic evaluation transform: PIL image or uint8 tensor → float32 (3, S, S), RGB."""
+        transform = eval_transform(self.image_size, self.crop_pct, self.interpolation)
+        if self.mean != (0.0, 0.0, 0.0) or self.std != (1.0, 1.0, 1.0):
+            transform = v2.Compose([*transform.transforms, v2.Normalize(list(self.mean), list(self.std))])
+        return transform
 
 
 def _random_resized_crop(

@@ -2,10 +2,11 @@
 
 from mobilevit.models.base import MobileViTClassifier
 from mobilevit.models.fuse import fuse_batchnorm
+from mobilevit.models.layouts import detect_layout, to_our_layout
 from mobilevit.models.mobilevit_v1 import MobileViT, MobileViTBlock
 from mobilevit.models.mobilevit_v2 import MobileViTv2, MobileViTv2Block
-from mobilevit.models.pretrained import convert_timm_state_dict, load_pretrained, model_from_checkpoint
-from mobilevit.models.registry import create_model, list_models
+from mobilevit.models.pretrained import Weights, create_model, load_pretrained, read_weights
+from mobilevit.models.registry import build_model, list_models
 
 __all__ = [
     "MobileViT",
@@ -13,10 +14,13 @@ __all__ = [
     "MobileViTClassifier",
     "MobileViTv2",
     "MobileViTv2Block",
-    "convert_timm_state_dict",
+    "Weights",
+    "build_model",
     "create_model",
+    "detect_layout",
     "fuse_batchnorm",
     "list_models",
     "load_pretrained",
-    "model_from_checkpoint",
+    "read_weights",
+    "to_our_layout",
 ]

@@ -1,96 +1,373 @@
-"""Load weights from a file into a zoo model: our own layout, a Lightning checkpoint, or timm's layout."""
+"""Pretrained weights from wherever users keep them, as one typed record that knows its preprocessing.
+
+:func:`read_weights` is the one reader of weights. It accepts
+
+- ``hf-hub:<repo_id>``: a Hugging Face Hub repository, downloaded with ``huggingface_hub`` into its usual cache
+  (offline, ``HF_HUB_OFFLINE=1``, the cached copy is used), e.g. ``hf-hub:timm/mobilevit_xs.cvnets_in1k``
+  or ``hf-hub:apple/mobilevit-small``;
+- ``imagenet``: the variant's ImageNet-1k weights (timm's ``<variant>.cvnets_in1k`` on the Hub);
+- a file (.pth/.pt/.bin/.ckpt/.safetensors) or a folder holding ``model.safetensors``/``pytorch_model.bin`` and
+  ``config.json`` (a transformers ``save_pretrained`` folder or a Hub snapshot).
+
+Keys in our, timm's, transformers' or ml-cvnets' layout are detected (:mod:`mobilevit.models.layouts`), under any
+chain of ``module.``/``model.``/``net.``/``_orig_mod.`` prefixes and inside ``state_dict``/``model``/
+``model_state_dict``/``state_dict_ema``/``model_ema`` containers (EMA weights preferred). Files are read with
+``torch.load(weights_only=True)``; the only class it may rebuild is ``argparse.Namespace`` (timm saves its
+arguments in checkpoints).
+"""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import json
 import logging
+import pickle
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
-from torch import nn
 
+from mobilevit.data.transforms import Preprocessing
 from mobilevit.errors import UserInputError
+from mobilevit.models.base import MobileViTClassifier
+from mobilevit.models.fuse import fuse_batchnorm
+from mobilevit.models.layouts import detect_layout, fold_bgr_into_stem, infer_variant, to_our_layout
+from mobilevit.models.registry import build_model, list_models
 
 log = logging.getLogger(__name__)
 
+HUB_PREFIX = "hf-hub:"
+IMAGENET = "imagenet"
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
-
-# timm's module names → ours. Applied as substring renames on ".name." boundaries.
-TIMM_TO_OURS: tuple[tuple[str, str], ...] = (
-    (".conv1_1x1.", ".expand."),  # MV2 expansion
-    (".conv2_kxk.", ".depthwise."),  # MV2 depthwise
-    (".conv3_1x1.", ".project."),  # MV2 projection
-    (".conv_kxk.", ".local_conv."),  # MobileViT block: local 3x3
-    (".conv_1x1.", ".local_proj."),  # MobileViT block: 1x1 to transformer width
-    (".conv_proj.", ".fold_proj."),  # MobileViT block: 1x1 back to stage width
-    (".conv_fusion.", ".fusion."),  # MobileViT v1 block: fusion 3x3
-    (".attn.qkv_proj.", ".attn.qkv."),  # v2 separable attention
-    (".attn.out_proj.", ".attn.proj."),
+HUB_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # the first one found is used
+EMA_CONTAINERS = ("state_dict_ema", "model_ema")
+CONTAINERS = ("state_dict", "model", "model_state_dict")
+PREFIXES = ("module.", "model.", "net.", "_orig_mod.")
+SAFE_GLOBALS: list[type] = [argparse.Namespace]  # timm's training checkpoints store their args
+PASS_INSTEAD = (
+    "pass a state dict saved with torch.save(model.state_dict()), a .safetensors file, a train.py checkpoint "
+    "or hf-hub:<repo_id>"
 )
+# The ImageNet-1k preprocessing each layout's published weights were evaluated with, when the source says nothing.
+# timm: its pretrained_cfg for these models; transformers / ml-cvnets: resize to 288, crop 256, bilinear, BGR.
+DEFAULT_PREPROCESSING: dict[str, Preprocessing] = {
+    "ours": Preprocessing(),
+    "timm": Preprocessing(crop_pct=0.9, interpolation="bicubic"),
+    "transformers": Preprocessing(crop_pct=256 / 288, interpolation="bilinear", channel_order="BGR"),
+    "cvnets": Preprocessing(crop_pct=256 / 288, interpolation="bilinear", channel_order="BGR"),
+}
+PIL_RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}  # transformers' preprocessor_config "resample"
 
 
-def is_timm_layout(state_dict: dict[str, torch.Tensor]) -> bool:
-    """True when the keys follow timm's ``ByobNet`` naming (``head.fc``, ``conv1_1x1``, ...)."""
-    return any(key.startswith("head.fc.") or ".conv1_1x1." in key for key in state_dict)
+def imagenet_hub_id(variant: str) -> str:
+    """The Hub repository of ``variant``'s ImageNet-1k weights (timm's port of Apple's ml-cvnets weights)."""
+    return f"timm/{variant}.cvnets_in1k"
 
 
-def convert_timm_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename a timm MobileViT/MobileViTv2 state dict to this package's module names."""
-    converted = {}
-    for key, value in state_dict.items():
-        if key.startswith("head.fc."):
-            key = "classifier." + key.removeprefix("head.fc.")
-        for timm_name, our_name in TIMM_TO_OURS:
-            key = key.replace(timm_name, our_name)
-        converted[key] = value
-    return converted
+@dataclass(frozen=True, eq=False)
+class Weights:
+    """Weights for one zoo variant with what is needed to use them: class names and preprocessing.
 
-
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a weights file safely (``weights_only=True`` / safetensors) and unwrap checkpoint containers.
-
-    Accepts a bare state dict, a Lightning checkpoint (``state_dict`` with a ``net.`` prefix) or a
-    ``{"model": state_dict}`` wrapper, in our layout or timm's.
+    ``state_dict`` is in this package's layout and for RGB input (a BGR source has its flip folded into the
+    stem); ``preprocessing.channel_order`` still says what the source was trained on. ``run_config`` is the
+    resolved run config stored in train.py checkpoints (None for other sources).
     """
-    path = Path(path).expanduser()
+
+    source: str
+    layout: str
+    variant: str
+    num_classes: int
+    class_names: tuple[str, ...] | None
+    preprocessing: Preprocessing
+    state_dict: dict[str, torch.Tensor] = field(repr=False)
+    run_config: dict[str, Any] | None = field(default=None, repr=False)
+
+    def build(self, fuse_bn: bool = False) -> MobileViTClassifier:
+        """The network with these weights, in eval mode; ``fuse_bn`` folds BatchNorm into the convs."""
+        net = build_model(self.variant, num_classes=self.num_classes)
+        net.load_state_dict(self.state_dict)
+        net.eval()
+        return fuse_batchnorm(net) if fuse_bn else net
+
+    def eval_transform(self) -> Any:
+        """The evaluation transform these weights expect (image → float32 (3, S, S) RGB tensor)."""
+        return self.preprocessing.eval_transform()
+
+
+# ----------------------------------------------------------------------------- reading files
+
+
+def refused_pickle_message(path: str | Path, error: BaseException, what: str, instead: str) -> str:
+    """One line for a file that ``torch.load(weights_only=True)`` refused because it holds pickled objects."""
+    found = re.search(r"(Unsupported global: [^ ]+ [^ ]+|Unsupported operand [^ ]+)", str(error))
+    detail = found.group(1) if found else type(error).__name__
+    return (
+        f"Refusing to load {what} '{path}': it holds pickled Python objects ({detail}), and checkpoints are only "
+        f"read with torch.load(weights_only=True), which allows tensors and plain containers. {instead}."
+    )
+
+
+def safe_torch_load(path: str | Path, what: str = "checkpoint", instead: str = "Pass a checkpoint written by train.py") -> Any:
+    """``torch.load(path, weights_only=True)`` with ``argparse.Namespace`` allowed; failures are one-line errors."""
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserInputError(f"{what.capitalize()} '{path}' does not exist.") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        if "Weights only load failed" in str(exc):
+            raise UserInputError(refused_pickle_message(path, exc, what, instead)) from None
+        raise UserInputError(f"Cannot read {what} '{path}' ({instead}): {exc}") from None
+
+
+def _describe(value: Any) -> str:
+    """A short description of what a loaded object holds, for error messages."""
+    if isinstance(value, dict):
+        keys = list(value)
+        shown = ", ".join(map(str, keys[:8])) + (", ..." if len(keys) > 8 else "")
+        tensors = sum(isinstance(v, torch.Tensor) for v in value.values())
+        return f"a dict of {len(keys)} entries ({tensors} tensors; keys: {shown or '-'})"
+    return f"a {type(value).__name__}"
+
+
+def _unwrap(loaded: Any, source: str) -> tuple[dict[str, torch.Tensor], str]:
+    """The state dict inside a checkpoint container (EMA weights first) and the container's name."""
+    if isinstance(loaded, dict):
+        for container in (*EMA_CONTAINERS, *CONTAINERS):
+            if isinstance(loaded.get(container), dict) and loaded[container]:
+                if container in EMA_CONTAINERS:
+                    others = [name for name in CONTAINERS if isinstance(loaded.get(name), dict)]
+                    log.info("%s: using the EMA weights '%s'%s.", source, container,
+                             f" (not '{others[0]}')" if others else "")  # fmt: skip
+                return loaded[container], container
+    return loaded, "-"
+
+
+def _strip_prefixes(state: dict[str, Any]) -> dict[str, Any]:
+    """Remove any chain of wrapper prefixes (DataParallel/DDP ``module.``, ``model.``, Lightning ``net.``,
+    torch.compile ``_orig_mod.``) shared by every key."""
+    while state:
+        prefix = next((p for p in PREFIXES if all(key.startswith(p) for key in state)), None)
+        if prefix is None:
+            break
+        state = {key.removeprefix(prefix): value for key, value in state.items()}
+    return state
+
+
+def _read_json(path: Path | None) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path is not None and path.is_file() else {}
+
+
+# ----------------------------------------------------------------------------- the Hub
+
+
+def _offline_message(repo_id: str, files: list[str]) -> str:
+    return (
+        f"model.pretrained=hf-hub:{repo_id}: {' / '.join(files)} is not in the Hugging Face cache and the Hub "
+        f"cannot be reached (offline or HF_HUB_OFFLINE=1). Download it once with network access "
+        f"(`hf download {repo_id} {files[0]} config.json`), or pass a local file: model.pretrained=/path/to/{files[0]}."
+    )
+
+
+def download_from_hub(repo_id: str) -> Path:
+    """Fetch a Hub repository's weights (the first of :data:`HUB_WEIGHT_FILES` it has) and its JSON configs into
+    the Hugging Face cache; return the snapshot folder. Offline, the cached files are used."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    not_cached = []
+    for filename in HUB_WEIGHT_FILES:
+        try:
+            folder = Path(hf_hub_download(repo_id, filename)).parent
+            break
+        except LocalEntryNotFoundError:  # offline (or unreachable) and not cached
+            not_cached.append(filename)
+        except EntryNotFoundError:  # the repository has no such file
+            continue
+        except RepositoryNotFoundError:
+            raise UserInputError(
+                f"model.pretrained=hf-hub:{repo_id}: no such repository on the Hugging Face Hub "
+                "(or it is private or gated: log in with `hf auth login`)."
+            ) from None
+        except ValueError as exc:  # invalid repo id
+            raise UserInputError(f"model.pretrained=hf-hub:{repo_id}: {exc}") from None
+    else:
+        if not_cached:
+            raise UserInputError(_offline_message(repo_id, not_cached))
+        raise UserInputError(f"model.pretrained=hf-hub:{repo_id}: the repository has none of {HUB_WEIGHT_FILES}.")
+    for filename in ("config.json", "preprocessor_config.json"):  # optional: class names and preprocessing
+        try:
+            hf_hub_download(repo_id, filename)
+        except EntryNotFoundError:
+            pass
+    return folder
+
+
+# ----------------------------------------------------------------------------- the record
+
+
+def _preprocessing(layout: str, config: dict[str, Any], processor: dict[str, Any]) -> Preprocessing:
+    """Preprocessing from a timm/transformers ``config.json`` and ``preprocessor_config.json``, else the
+    layout's default."""
+    default = DEFAULT_PREPROCESSING[layout]
+    timm_cfg = config.get("pretrained_cfg")
+    if isinstance(timm_cfg, dict):
+        return Preprocessing(
+            image_size=int(timm_cfg.get("input_size", [3, default.image_size])[-1]),
+            crop_pct=float(timm_cfg.get("crop_pct", default.crop_pct)),
+            interpolation=str(timm_cfg.get("interpolation", default.interpolation)),
+            mean=tuple(float(v) for v in timm_cfg.get("mean", default.mean)),
+            std=tuple(float(v) for v in timm_cfg.get("std", default.std)),
+            channel_order=default.channel_order,
+        )
+    if processor:
+        crop = processor.get("crop_size", config.get("image_size", default.image_size))
+        crop = int(crop["height"] if isinstance(crop, dict) else crop)
+        size = processor.get("size", crop / default.crop_pct)
+        size = size.get("shortest_edge", crop) if isinstance(size, dict) else size
+        return Preprocessing(
+            image_size=crop,
+            crop_pct=crop / float(size) if processor.get("do_center_crop", True) else 1.0,
+            interpolation=PIL_RESAMPLE.get(processor.get("resample"), default.interpolation),
+            mean=tuple(processor["image_mean"]) if processor.get("do_normalize") else default.mean,
+            std=tuple(processor["image_std"]) if processor.get("do_normalize") else default.std,
+            channel_order="BGR" if processor.get("do_flip_channel_order", True) else "RGB",
+        )
+    return dataclasses.replace(default, image_size=int(config.get("image_size", default.image_size)))
+
+
+def _class_names(config: dict[str, Any], hparams: dict[str, Any]) -> tuple[str, ...] | None:
+    names = hparams.get("class_names") or config.get("label_names")  # train.py / timm
+    if not names and isinstance(config.get("id2label"), dict):  # transformers
+        id2label = config["id2label"]
+        names = [id2label[key] for key in sorted(id2label, key=int)]
+    return tuple(map(str, names)) if names else None
+
+
+def _resolve(source: str | Path, variant: str | None) -> tuple[str, Path]:
+    """(display name, local path) of a source; downloads hub ids."""
+    text = str(source)
+    if text == IMAGENET:
+        if variant is None:
+            raise UserInputError("model.pretrained=imagenet needs the model variant (model.name / --model).")
+        text = HUB_PREFIX + imagenet_hub_id(variant)
+    if text.startswith(HUB_PREFIX):
+        return text, download_from_hub(text.removeprefix(HUB_PREFIX))
+    return text, Path(text).expanduser()
+
+
+def _weights_file(path: Path, name: str) -> Path:
+    if path.is_dir():
+        found = next((path / file for file in HUB_WEIGHT_FILES if (path / file).is_file()), None)
+        if found is None:
+            raise UserInputError(f"model.pretrained: folder {name} holds none of {HUB_WEIGHT_FILES}; {PASS_INSTEAD}.")
+        return found
     if not path.is_file():
-        raise UserInputError(f"model.pretrained: file not found: {path}")
+        raise UserInputError(f"model.pretrained: file not found: {name}")
     if path.suffix not in WEIGHT_SUFFIXES:
-        raise UserInputError(f"model.pretrained: unsupported file type '{path.suffix}' ({path}); use one of {WEIGHT_SUFFIXES}")
-    if path.suffix == ".safetensors":
+        raise UserInputError(f"model.pretrained: unsupported file type '{path.suffix}' ({name}); use one of {WEIGHT_SUFFIXES}")
+    return path
+
+
+def read_weights(source: str | Path, variant: str | None = None) -> Weights:
+    """Read weights from ``source`` (see the module docstring) into a :class:`Weights` record.
+
+    ``variant`` is required for ``imagenet``; otherwise the variant comes from a train.py checkpoint's run
+    config or from the tensor shapes, and a ``variant`` that disagrees with them is an error.
+
+    Raises:
+        UserInputError: one line naming the source and the problem (missing, offline and not cached, pickled
+            objects, no MobileViT weights in a known layout, another variant).
+    """
+    name, path = _resolve(source, variant)
+    file = _weights_file(path, name)
+    if file.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        state = load_file(str(path), device="cpu")
+        loaded: Any = load_file(str(file), device="cpu")
     else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # pickle errors, truncated files, non-tensor objects
-            raise UserInputError(f"model.pretrained: cannot load {path} with weights_only=True: {err}") from err
-    for container in ("state_dict", "model", "model_state_dict"):
-        if isinstance(state, dict) and isinstance(state.get(container), dict):
-            state = state[container]
-            break
-    if not isinstance(state, dict) or not state:
-        raise UserInputError(f"model.pretrained: {path} holds no state dict")
-    for prefix in ("net.", "module.", "model."):
-        if all(key.startswith(prefix) for key in state):
-            state = {key.removeprefix(prefix): value for key, value in state.items()}
-    return convert_timm_state_dict(state) if is_timm_layout(state) else state
+        loaded = safe_torch_load(file, what="weights file", instead=PASS_INSTEAD[0].upper() + PASS_INSTEAD[1:])
+    folder = file.parent if path.is_dir() or name.startswith(HUB_PREFIX) else None
+    return weights_from_loaded(loaded, name, variant, folder)
 
 
-def load_pretrained(model: nn.Module, path: str | Path) -> None:
-    """Load ``path`` into ``model``; re-initialise the classifier when the class count differs.
+def weights_from_loaded(
+    loaded: Any, source: str, variant: str | None = None, folder: Path | None = None
+) -> Weights:
+    """The :class:`Weights` record of an already loaded file (``folder``: where its config.json files are)."""
+    hparams = loaded.get("hyper_parameters") if isinstance(loaded, dict) else None
+    hparams = hparams if isinstance(hparams, dict) else {}
+    state, container = _unwrap(loaded, source)
+    state = _strip_prefixes(state) if isinstance(state, dict) else state
+    layout = detect_layout(state) if isinstance(state, dict) else None
+    if layout is None or not all(isinstance(value, torch.Tensor) for value in state.values()):
+        raise UserInputError(
+            f"model.pretrained: {source} holds {_describe(loaded)}, not MobileViT weights in a known layout "
+            f"(ours, timm, transformers, ml-cvnets); {PASS_INSTEAD}."
+        )
+    state = to_our_layout(state, layout)
+    config = _read_json(folder / "config.json" if folder else None)
+    processor = _read_json(folder / "preprocessor_config.json" if folder else None)
+    run_config = hparams.get("cfg") if isinstance(hparams.get("cfg"), dict) else None
 
-    Raises :class:`UserInputError` listing every missing and unexpected key otherwise.
+    if run_config is not None:  # a train.py checkpoint
+        stored = hparams.get("preprocessing")
+        preprocessing = (
+            Preprocessing.from_dict(stored)
+            if isinstance(stored, dict)
+            else Preprocessing.from_data_config(run_config["data"])
+        )
+    else:
+        preprocessing = _preprocessing(layout, config, processor)
+    if preprocessing.channel_order == "BGR":
+        state = fold_bgr_into_stem(state)
+
+    found = (run_config or {}).get("model", {}).get("name") or infer_variant(state)
+    if variant is not None and found is not None and found != variant:
+        raise UserInputError(
+            f"model.pretrained: {source} holds {found} weights, but the model is {variant}: use model={found} "
+            f"(or --model {found}), or weights of {variant}."
+        )
+    found = found or variant
+    if found not in list_models():
+        raise UserInputError(
+            f"model.pretrained: cannot tell which variant {source} holds ({found!r}); pass it (model=<name> or "
+            f"--model <name>), one of {', '.join(list_models())}."
+        )
+    num_classes = int(state["classifier.weight"].shape[0]) if "classifier.weight" in state else 0
+    log.info("Read %s weights from %s (%s layout, container %s).", found, source, layout, container)
+    return Weights(
+        source=source,
+        layout=layout,
+        variant=found,
+        num_classes=num_classes,
+        class_names=_class_names(config, hparams),
+        preprocessing=preprocessing,
+        state_dict=state,
+        run_config=run_config,
+    )
+
+
+# ----------------------------------------------------------------------------- loading into a model
+
+
+def load_pretrained(model: MobileViTClassifier, source: str | Path, variant: str | None = None) -> Weights:
+    """Load ``source`` into ``model``; re-initialise the classifier when the class count differs.
+
+    Raises :class:`UserInputError` listing every missing and unexpected key, or tensors of the wrong shape.
     """
-    state = read_state_dict(path)
+    weights = read_weights(source, variant)
+    state = weights.state_dict
     own = model.state_dict()
     head_keys = [key for key in state if key.startswith("classifier.")]
     if any(key not in own or own[key].shape != state[key].shape for key in head_keys):
-        file_classes = state["classifier.weight"].shape[0] if "classifier.weight" in state else "no"
         log.info(
             "Re-initialised the classifier: %s has %s classes, the model has %d.",
-            path, file_classes, getattr(model, "num_classes", 0),
-        )
+            weights.source, weights.num_classes or "no", getattr(model, "num_classes", 0),
+        )  # fmt: skip
         state = {key: value for key, value in state.items() if key not in head_keys}
         own_head = {key for key in own if key.startswith("classifier.")}
     else:
@@ -99,41 +376,34 @@ def load_pretrained(model: nn.Module, path: str | Path) -> None:
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
         raise UserInputError(
-            f"model.pretrained: {path} does not fit {type(model).__name__}.\n"
+            f"model.pretrained: {weights.source} does not fit {type(model).__name__}.\n"
             f"  missing keys ({len(missing)}): {', '.join(missing) or '-'}\n"
             f"  unexpected keys ({len(unexpected)}): {', '.join(unexpected) or '-'}"
         )
     mismatched = [key for key in state if state[key].shape != own[key].shape]
     if mismatched:
         shapes = ", ".join(f"{key} {tuple(state[key].shape)} vs {tuple(own[key].shape)}" for key in mismatched)
-        raise UserInputError(f"model.pretrained: {path} has tensors of the wrong shape (file vs model): {shapes}")
+        raise UserInputError(f"model.pretrained: {weights.source} has tensors of the wrong shape (file vs model): {shapes}")
     model.load_state_dict(state, strict=not own_head)
-    log.info("Loaded weights from %s", path)
+    log.info("Loaded weights from %s", weights.source)
+    return weights
 
 
-def model_from_checkpoint(path: str | Path, name: str | None = None) -> nn.Module:
-    """Rebuild a zoo model from a training checkpoint or weights file, in eval mode.
+def create_model(
+    name: str,
+    num_classes: int = 1000,
+    pretrained: str | Path | None = None,
+    drop_rate: float = 0.0,
+    drop_path_rate: float = 0.0,
+) -> MobileViTClassifier:
+    """Build variant ``name`` with a ``num_classes`` head, optionally loading weights from ``pretrained``.
 
-    The variant comes from ``name`` or, for checkpoints written by ``train.py``, from the run config
-    stored in them; the class count comes from the classifier's shape.
+    ``pretrained`` is ``imagenet``, ``hf-hub:<repo_id>``, or a file/folder in our, timm's, transformers' or
+    ml-cvnets' layout (see :func:`read_weights`); a head of another size is re-initialised. ``drop_rate`` is the
+    dropout before the classifier and ``drop_path_rate`` the largest stochastic-depth rate, reached linearly by
+    the last transformer layer.
     """
-    from mobilevit.models.registry import create_model
-
-    if name is None:
-        name = checkpoint_model_name(path)
-    state = read_state_dict(path)
-    num_classes = state["classifier.weight"].shape[0] if "classifier.weight" in state else 0
-    model = create_model(name, num_classes=num_classes)
-    load_pretrained(model, path)
-    return model.eval()
-
-
-def checkpoint_model_name(path: str | Path) -> str:
-    """The model variant recorded in a ``train.py`` checkpoint's hyper-parameters."""
-    ckpt = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)
-    try:
-        return ckpt["hyper_parameters"]["cfg"]["model"]["name"]
-    except (KeyError, TypeError):
-        raise UserInputError(
-            f"{path} records no model name (not a train.py checkpoint); pass the variant explicitly, e.g. --model mobilevit_xs"
-        ) from None
+    model = build_model(name, num_classes, drop_rate, drop_path_rate)
+    if pretrained:
+        load_pretrained(model, pretrained, variant=name)
+    return model

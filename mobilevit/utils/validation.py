@@ -61,7 +61,7 @@ def _fine_tuning_problems(cfg: DictConfig) -> Iterator[str]:
     if is_number(scale) and scale > 0 and scale != 1.0 and not OmegaConf.select(cfg, "model.pretrained"):
         yield (
             f"module.backbone_lr_scale={scale} slows the backbone for fine-tuning, but model.pretrained is not set: "
-            "pass model.pretrained=/path/to/weights (.pth/.pt/.bin/.safetensors), or module.backbone_lr_scale=1."
+            "pass model.pretrained=imagenet, hf-hub:<repo_id> or /path/to/weights, or module.backbone_lr_scale=1."
         )
 
 

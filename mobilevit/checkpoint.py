@@ -1,24 +1,24 @@
-"""Rebuild a trained classifier and its data from a checkpoint written by train.py."""
+"""Read checkpoints written by train.py: the run config (checked), the weights record, the classifier and data."""
 
 from __future__ import annotations
 
-import pickle
-import re
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
-import torch
 
 from mobilevit.data.base import ImageClassificationDataModule
 from mobilevit.errors import UserInputError
-from mobilevit.models import fuse_batchnorm
+from mobilevit.models.pretrained import Weights, safe_torch_load, weights_from_loaded
 from mobilevit.module import ImageClassifier
 
-# What a checkpoint's stored run config may name: evaluate.py and predict rebuild it with hydra.utils.instantiate,
-# so a crafted file (plain containers pass weights_only=True) must not be able to name any other callable.
-MODEL_TARGETS: frozenset[str] = frozenset({"mobilevit.models.create_model", "mobilevit.models.registry.create_model"})
+# What a checkpoint's stored run config may name: evaluate.py builds its data module with hydra.utils.instantiate,
+# so a crafted file (plain containers pass weights_only=True) must not be able to name any other callable. The
+# network is built from its variant name alone; a model _target_ naming other code is refused all the same.
+MODEL_TARGETS: frozenset[str] = frozenset(
+    {"mobilevit.models.create_model", "mobilevit.models.registry.create_model", "mobilevit.models.pretrained.create_model"}
+)
 
 
 def _is_data_module(target: Any) -> bool:
@@ -60,27 +60,9 @@ def check_stored_targets(path: str | Path, run_cfg: dict[str, Any]) -> None:
         )
 
 
-def refused_pickle_message(path: str | Path, error: BaseException) -> str:
-    """One line for a file that ``torch.load(weights_only=True)`` refused because it holds pickled objects."""
-    found = re.search(r"(Unsupported global: [^ ]+ [^ ]+|Unsupported operand [^ ]+)", str(error))
-    detail = found.group(1) if found else type(error).__name__
-    return (
-        f"Refusing to load checkpoint '{path}': it holds pickled Python objects ({detail}), and checkpoints are only "
-        "read with torch.load(weights_only=True), which allows tensors and plain containers. Pass a checkpoint "
-        "written by train.py."
-    )
-
-
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a train.py checkpoint with ``weights_only=True``; check that it carries the run config."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserInputError(f"Checkpoint '{path}' does not exist.") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
-        if "Weights only load failed" in str(exc):
-            raise UserInputError(refused_pickle_message(path, exc)) from None
-        raise UserInputError(f"Cannot read checkpoint '{path}' (is it a .ckpt written by train.py?): {exc}") from None
+    checkpoint = safe_torch_load(path)
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     run_cfg = hparams.get("cfg") if isinstance(hparams, dict) else None
     if not isinstance(run_cfg, dict) or not {"model", "data"} <= run_cfg.keys() or "state_dict" not in checkpoint:
@@ -92,49 +74,40 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
-def classifier_from_checkpoint(
-    checkpoint: dict[str, Any], channels_last: bool = True, fuse_bn: bool = False
-) -> ImageClassifier:
-    """The trained ImageClassifier (weights loaded, eval mode) described by a loaded checkpoint.
+def read_trained(path: str | Path) -> Weights:
+    """A train.py checkpoint as a :class:`Weights` record (its run config checked, its preprocessing recorded)."""
+    return weights_from_loaded(load_checkpoint(path), str(path))
+
+
+def classifier_from_weights(weights: Weights, channels_last: bool = True, fuse_bn: bool = False) -> ImageClassifier:
+    """An ImageClassifier (eval mode) around ``weights.build()``, with the class names and run config.
 
     ``fuse_bn`` folds every BatchNorm into the convolution before it: the same function, fewer memory passes.
     """
-    hparams = checkpoint["hyper_parameters"]
-    run_cfg = hparams["cfg"]
-    # The weights come from the checkpoint: never re-read the pretrained file used to start training.
-    model_cfg = {**run_cfg["model"], "pretrained": None}
-    net = hydra.utils.instantiate(model_cfg, num_classes=hparams["num_classes"])
     classifier = ImageClassifier(
-        net,
-        label_smoothing=hparams.get("label_smoothing", 0.0),
+        weights.build(fuse_bn=fuse_bn),
         channels_last=channels_last,
-        hflip_tta=hparams.get("hflip_tta", False),
-        cfg=run_cfg,
-        class_names=hparams.get("class_names"),
+        hflip_tta=bool(((weights.run_config or {}).get("module") or {}).get("hflip_tta", False)),
+        cfg=weights.run_config,
+        class_names=list(weights.class_names) if weights.class_names else None,
+        preprocessing=weights.preprocessing.to_dict(),
     )
-    classifier.load_state_dict(checkpoint["state_dict"])
-    classifier.eval()
-    if fuse_bn:
-        classifier.net = fuse_batchnorm(classifier.net)
-        if channels_last:  # the folded weights are new tensors in the default layout
-            classifier.net = classifier.net.to(memory_format=torch.channels_last)
-    return classifier
+    return classifier.eval()
 
 
-def datamodule_from_checkpoint(
-    checkpoint: dict[str, Any], overrides: dict[str, Any] | None = None
-) -> L.LightningDataModule:
-    """The data module of the checkpoint's run config, with non-None ``overrides`` (e.g. split, root) applied.
+def datamodule_from_weights(weights: Weights, overrides: dict[str, Any] | None = None) -> L.LightningDataModule:
+    """The data module of a train.py checkpoint's run config, with non-None ``overrides`` (e.g. split, root).
 
     No training augmentation is attached: every split uses the evaluation transform.
     """
-    data_cfg = dict(checkpoint["hyper_parameters"]["cfg"]["data"])
+    if weights.run_config is None:
+        raise UserInputError(f"{weights.source} stores no run config (data); pass a .ckpt written by train.py.")
+    data_cfg = dict(weights.run_config["data"])
     data_cfg.update({key: value for key, value in (overrides or {}).items() if value is not None})
     datamodule = hydra.utils.instantiate(data_cfg)
-    expected = checkpoint["hyper_parameters"]["num_classes"]
-    if datamodule.num_classes != expected:
+    if datamodule.num_classes != weights.num_classes:
         raise UserInputError(
-            f"The model was trained on {expected} classes but data (root={data_cfg.get('root')!r}) has "
+            f"The model was trained on {weights.num_classes} classes but data (root={data_cfg.get('root')!r}) has "
             f"{datamodule.num_classes}; evaluate on the dataset it was trained on."
         )
     return datamodule
