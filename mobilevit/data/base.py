@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import logging
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -11,9 +13,16 @@ from typing import Any
 import lightning as L
 import torch
 import torch.distributed as dist
+from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from mobilevit.data.sampler import MultiScaleBatchSampler, MultiScaleDataset, resolve_multiscale_sizes
+from mobilevit.data.batchnorm import trains_batchnorm
+from mobilevit.data.sampler import (
+    MultiScaleBatchSampler,
+    MultiScaleDataset,
+    resolve_multiscale_sizes,
+    scaled_batch_size,
+)
 from mobilevit.data.transforms import Augmentation, BatchTransform, BatchTransformCollate, eval_transform
 from mobilevit.errors import UserInputError
 
@@ -22,6 +31,16 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 EVAL_SPLITS: tuple[str, ...] = ("test", "val")
 
 Transform = Callable[[Any], torch.Tensor]
+log = logging.getLogger(__name__)
+
+
+@rank_zero_only
+def _log_dropped_batch(images: int, size: int, split_images: int, world_size: int) -> None:
+    per = f"each of {world_size} processes' {split_images}" if world_size > 1 else f"the {split_images}"
+    log.warning(
+        "Dropping the last training batch of every epoch: %d image%s of %s training images at %d px would give "
+        "BatchNorm one value per channel.", images, "" if images == 1 else "s", per, size
+    )
 
 
 def require_int(value: Any, key: str, minimum: int, maximum: int | None = None) -> int:
@@ -234,10 +253,13 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
                 batch_sampler = MultiScaleBatchSampler(
                     sampler, self.multiscale_sizes, self.image_size, self.batch_size, seed=self.multiscale_seed
                 )
+                if batch_sampler.dropped:
+                    size = batch_sampler.dropped_size
+                    _log_dropped_batch(batch_sampler.dropped, size, len(sampler), world_size)
                 return DataLoader(dataset, batch_sampler=batch_sampler, **options)
-        num_samples = len(sampler) if sampler is not None else len(dataset)
-        # A final training batch of one sample breaks BatchNorm in train mode: drop it.
-        drop_last = is_train and num_samples > self.batch_size and num_samples % self.batch_size == 1
+        # This process's share (Lightning's DistributedSampler pads every rank to ceil(N / world size)).
+        num_samples = len(sampler) if sampler is not None else math.ceil(len(dataset) / world_size)  # type: ignore[arg-type]
+        drop_last = is_train and self._untrainable_remainder(num_samples, world_size)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -246,6 +268,39 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
             drop_last=drop_last,
             **options,
         )
+
+    def _untrainable_remainder(self, num_samples: int, world_size: int) -> bool:
+        """Whether the last training batch of an epoch (of this process's ``num_samples``) must be dropped because
+        BatchNorm could not train on it (logged); an epoch that would be left without batches is an error."""
+        remainder = num_samples % self.batch_size
+        if remainder == 0 or trains_batchnorm(remainder, self.image_size):
+            return False
+        if num_samples < self.batch_size:
+            raise UserInputError(
+                f"The training split has {num_samples} image(s) per process ({world_size} process(es)), too few for "
+                f"BatchNorm at data.image_size={self.image_size}: add training images or use fewer devices."
+            )
+        _log_dropped_batch(remainder, self.image_size, num_samples, world_size)
+        return True
+
+    def check_train_batch_sizes(self) -> None:
+        """Refuse (one :class:`UserInputError` naming the keys) a configured training batch that BatchNorm cannot
+        train on: ``data.batch_size`` at ``data.image_size``, or its scaled size at any multi-scale size."""
+        sizes = self.multiscale_sizes if self.multiscale else [self.image_size]
+        for size in sizes:
+            batch = scaled_batch_size(self.batch_size, self.image_size, size) if self.multiscale else self.batch_size
+            if trains_batchnorm(batch, size):
+                continue
+            where = (
+                f"batches of {batch} at multi-scale size {size} px (data.multiscale_sizes={self.multiscale_sizes})"
+                if self.multiscale
+                else f"batches of {batch}"
+            )
+            raise UserInputError(
+                f"data.batch_size={self.batch_size} at data.image_size={self.image_size} trains on {where}: BatchNorm "
+                f"then has one value per channel (the last stage is 1x1 px). Use data.batch_size >= 2 or images "
+                f"larger than 32 px."
+            )
 
     def train_dataloader(self) -> DataLoader:
         return self.dataloader("train")

@@ -127,8 +127,12 @@ def validate_eval_config(cfg: DictConfig) -> None:
 
 
 def check_train_data(cfg: DictConfig, datamodule: L.LightningDataModule, ckpt_path: str | None) -> None:
-    """Checks that need the data module: the split the final test uses exists, and a checkpoint to resume from has
+    """Checks that need the data module: BatchNorm can train on the configured batches, the split the final test
+    uses exists, and a checkpoint to resume from has
     the data's class count (read with ``weights_only=True``, so an unsafe file is refused here)."""
+    check_batch_sizes = getattr(datamodule, "check_train_batch_sizes", None)
+    if check_batch_sizes is not None:
+        check_batch_sizes()
     split = getattr(datamodule, "split", "test")
     has_split = getattr(datamodule, "has_split", None)
     if cfg.get("test") and has_split is not None and not has_split(split):
