@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from mobilevit.data.batchnorm import trains_batchnorm
+from mobilevit.data.images import scan_images
 from mobilevit.data.sampler import (
     MultiScaleBatchSampler,
     MultiScaleDataset,
@@ -30,8 +32,22 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 # Splits that test_dataloader() may serve (config key ``data.split``).
 EVAL_SPLITS: tuple[str, ...] = ("test", "val")
 
+# Splits whose images are scanned when setup() prepares a stage; fit also scans the split that test() serves.
+SCANNED_SPLITS: dict[str | None, tuple[str, ...]] = {
+    "fit": ("train", "val"),
+    "validate": ("val",),
+    "test": (),
+    "predict": (),
+    None: SPLITS,
+}
+
 Transform = Callable[[Any], torch.Tensor]
 log = logging.getLogger(__name__)
+
+
+@rank_zero_only
+def _log_warning(message: str) -> None:
+    log.warning(message)
 
 
 @rank_zero_only
@@ -134,6 +150,8 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         if self.multiscale and augmentation is not None:
             augmentation.at_size(image_size)  # fails early for a preset that cannot change size
         self.skip_bad_images = bool(skip_bad_images)
+        self.bad_images: dict[Path, str] = {}  # unreadable files found so far -> reason (left out of the datasets)
+        self._scanned: set[str] = set()
         self.class_names: list[str] = []
         self._datasets: dict[str, Dataset] = {}
 
@@ -168,12 +186,55 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         """Whether the dataset has images for ``split`` (default: every split exists)."""
         return split in SPLITS
 
-    def check_images(self, splits: Sequence[str] = SPLITS) -> None:
-        """Find unreadable image files of ``splits`` before they are used (see ``skip_bad_images``).
+    def image_files(self, split: str) -> list[Path]:
+        """The image files of ``split`` (unreadable ones found so far included), for :meth:`check_images`."""
+        raise NotImplementedError
 
-        The default checks nothing: datasets whose files are checked otherwise (Flowers-102 comes from a
-        checksummed archive) accept ``skip_bad_images`` but are not scanned.
+    def _after_scan(self, splits: Sequence[str]) -> None:
+        """Called after ``splits`` were scanned (e.g. to report files that are no images)."""
+
+    def check_images(self, splits: Sequence[str] = SPLITS) -> None:
+        """Scan the image files of ``splits`` that exist and were not scanned yet (every file decoded: a 1/8-scale
+        decode for JPEGs, a chunk check for PNGs; in threads), whatever the dataset and wherever its copy came from.
+
+        Unreadable files raise one :class:`UserInputError` that lists every one of them, unless
+        ``skip_bad_images`` is set: then they are logged and left out of the datasets (``bad_images``).
         """
+        todo = [split for split in dict.fromkeys(splits) if split not in self._scanned and self.has_split(split)]
+        if not todo:
+            return
+        started = time.perf_counter()
+        files = list(dict.fromkeys(path for split in todo for path in self.image_files(split)))
+        bad = scan_images(files)
+        self._scanned.update(todo)
+        log.info("Checked %d image files of %s in %.2f s.", len(files), "/".join(todo), time.perf_counter() - started)
+        self._after_scan(todo)
+        if not bad:
+            return
+        if not self.skip_bad_images:
+            raise UserInputError(
+                f"{self._describe(bad)}: fix or delete them, or set data.skip_bad_images=true to train without "
+                f"them.\n{self._listing(bad)}"
+            )
+        _log_warning(f"data.skip_bad_images=true: leaving out {self._describe(bad)}.\n{self._listing(bad)}")
+        self.bad_images.update(bad)
+        for split in todo:  # built before the scan (e.g. by class_counts()): rebuild without the bad files
+            self._datasets.pop(split, None)
+
+    def _describe(self, bad: dict[Path, str]) -> str:
+        return f"{len(bad)} unreadable image file{'s' if len(bad) != 1 else ''} under data.root={self.root}"
+
+    def _listing(self, files: dict[Path, str] | Iterable[Path]) -> str:
+        reasons = files if isinstance(files, dict) else dict.fromkeys(files, "")
+        return "\n".join(
+            f"  {self._relative(path)}{': ' + reason if reason else ''}" for path, reason in reasons.items()
+        )
+
+    def _relative(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(self.root))
+        except ValueError:
+            return str(path)
 
     def _check_split(self, split: str) -> str:
         if split not in SPLITS:
@@ -201,7 +262,10 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         return self._datasets[split]
 
     def setup(self, stage: str | None = None) -> None:
-        """Build the datasets needed for ``stage`` ("fit", "validate", "test", "predict" or None)."""
+        """Scan the images ``stage`` needs (and the split ``test()`` serves, see :meth:`check_images`), then build
+        the datasets needed for ``stage`` ("fit", "validate", "test", "predict" or None)."""
+        extra = (self.split,) if stage in ("fit", "test", "predict") else ()
+        self.check_images((*SCANNED_SPLITS.get(stage, ()), *extra))
         needed = {
             "fit": ("train", "val"),
             "validate": ("val",),
