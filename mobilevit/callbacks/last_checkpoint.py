@@ -30,6 +30,12 @@ class LastCheckpoint(ModelCheckpoint):
             )
         self.save_every_n_train_steps: int = every_n_train_steps or 0
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Resuming into a new run directory: nothing to carry over (this run writes its own last.ckpt), so skip
+        # Lightning's warning that the previous run's paths are not reloaded.
+        if state_dict.get("dirpath", self.dirpath) == self.dirpath:
+            super().load_state_dict(state_dict)
+
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
