@@ -73,8 +73,10 @@ def write_run_summary(
     wall_time_s: float,
     device: torch.device,
     experiment: str | None,
+    stopped: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``<output_dir>/summary.json``: what was trained, on what, for how long, and how well."""
+    """Write ``<output_dir>/summary.json``: what was trained, on what, for how long, how well, and why and when
+    training stopped (``stopped``: reason, epoch, global_step, time)."""
     image_size = int(run_cfg["data"]["image_size"])
     eval_image_size = int(run_cfg["data"].get("eval_image_size") or image_size)
     summary = {
@@ -90,6 +92,7 @@ def write_run_summary(
         "precision": run_cfg["trainer"].get("precision"),
         "metrics": metrics,
         "machine": machine_info(device),
+        "stopped": stopped,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "run_dir": str(Path(output_dir).resolve()),
     }
