@@ -3,15 +3,16 @@ found by a scan before training and stop the run with one message, or are skippe
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import FAST_TRAIN, upright_image
-from PIL import Image
+from PIL import Image, ImageFile
 
 from mobilevit.data import ImageFolderDataModule, load_image, scan_images
 from mobilevit.errors import UserInputError
@@ -87,6 +88,21 @@ def bad_dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[st
     return root, [*bad, "val/blue/broken.png"]
 
 
+@contextlib.contextmanager
+def _decoded_sizes() -> Iterator[dict[str, tuple[int, int]]]:
+    """File name -> (width, height) at which Pillow decoded each image loaded inside the block (the decode path)."""
+    decoded: dict[str, tuple[int, int]] = {}
+    real_load = ImageFile.ImageFile.load
+
+    def load(image: ImageFile.ImageFile):
+        decoded[Path(image.filename).name] = image.size
+        return real_load(image)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ImageFile.ImageFile, "load", load)
+        yield decoded
+
+
 def _folder_cfg(make_cfg, root: Path, *extra: str):
     return make_cfg(
         [
@@ -103,18 +119,22 @@ def test_odd_images_load_as_upright_rgb(odd_dataset) -> None:
         assert image.mode == "RGB" and image.size == size, name
     rotated = np.asarray(load_image(root / "train" / "odd" / "exif_rotated.jpg")).astype(int)
     assert rotated[2, 2, 1] > 150 and rotated[2, 2, 0] < 100  # green block back at the top left: EXIF applied
-    transparent = np.asarray(load_image(root / "train" / "odd" / "palette_transparent.png"))
-    assert transparent.min() >= 0 and transparent.shape == (32, 48, 3)
+    palette_file = root / "train" / "odd" / "palette_transparent.png"
+    with Image.open(palette_file) as palette:
+        see_through = np.asarray(palette) == palette.info["transparency"]  # pixels of the transparent index
+    transparent = np.asarray(load_image(palette_file))
+    assert transparent.shape == (32, 48, 3) and 0 < see_through.sum() < see_through.size
+    assert (transparent[see_through] == 255).all()  # composited on white: exactly (255, 255, 255)
+    assert not (transparent[~see_through] == 255).all(axis=-1).any()  # the other pixels keep their colours
     gray16 = np.asarray(load_image(root / "train" / "odd" / "gray16.png"))[..., 0].astype(int)
     assert gray16.max() > 200 and gray16.min() == 0  # 16-bit range scaled to 8 bits, not clipped
 
 
 def test_odd_images_pass_the_scan_and_train(odd_dataset, make_cfg) -> None:
     root, sizes = odd_dataset
-    started = time.perf_counter()
-    assert scan_images(sorted((root / "train" / "odd").iterdir())) == {}
-    scan_seconds = time.perf_counter() - started
-    assert scan_seconds < 10, scan_seconds  # the 8000x8000 JPEG is decoded at 1/8 scale
+    with _decoded_sizes() as decoded:
+        assert scan_images(sorted((root / "train" / "odd").iterdir()), threads=1) == {}
+    assert decoded["huge.jpg"] == (BIG // 8, BIG // 8)  # the 8000x8000 JPEG is decoded at 1/8 scale (3 MB, not 192)
     cfg = _folder_cfg(make_cfg, root, "trainer.max_epochs=1", "augmentation=basic")
     metrics, objects = train(cfg)
     dataset = objects["datamodule"].dataset("train")
@@ -147,7 +167,7 @@ def test_bad_images_stop_before_training_with_one_message(bad_dataset, make_cfg,
 def test_skip_bad_images_trains_without_them_and_logs_which(bad_dataset, make_cfg, caplog) -> None:
     root, bad = bad_dataset
     cfg = _folder_cfg(make_cfg, root, "data.skip_bad_images=true", "+trainer.fast_dev_run=1")
-    with caplog.at_level(logging.INFO, logger="mobilevit.data.imagefolder"):
+    with caplog.at_level(logging.INFO, logger="mobilevit.data"):
         _, objects = train(cfg)
     log = caplog.text
     assert f"data.skip_bad_images=true: leaving out {len(bad)} unreadable image files" in log
@@ -166,12 +186,10 @@ def test_scan_finds_every_kind_of_bad_file_quickly(bad_dataset, odd_dataset) -> 
     bad_root, bad = bad_dataset
     odd_root, _ = odd_dataset
     files = sorted(path for root in (bad_root, odd_root) for path in root.rglob("*.*") if path.suffix != ".txt")
-    started = time.perf_counter()
-    found = scan_images(files)
-    seconds = time.perf_counter() - started
+    with _decoded_sizes() as decoded:
+        found = scan_images(files, threads=1)
     assert sorted(str(path.relative_to(bad_root)) for path in found) == sorted(bad)
-    print(f"scan: {len(files)} files, {len(found)} unreadable, {seconds:.3f} s")
-    assert seconds < 10
+    assert decoded["huge.jpg"] == (BIG // 8, BIG // 8) and decoded["cmyk.jpg"] == (6, 4)  # JPEGs: 1/8 scale
     dm = ImageFolderDataModule(bad_root, image_size=32, num_workers=0, skip_bad_images=True)
     assert dm.class_counts().tolist() == [6, 6 + 3]  # blue, red; before the scan: labels only, bad files counted
     dm.check_images()
