@@ -10,19 +10,28 @@ Examples:
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, WeightAveraging
+from lightning.pytorch.callbacks import (
+    EarlyStopping,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    ProgressBar,
+    Timer,
+    WeightAveraging,
+)
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 from rich.console import Console
 
-from mobilevit.callbacks import TimeToAccuracy
+from mobilevit.callbacks import NonFiniteLossError, TimeToAccuracy
 from mobilevit.data.transforms import Preprocessing
 from mobilevit.run_summary import write_run_summary
 from mobilevit.utils import (
@@ -106,6 +115,42 @@ def _experiment_name() -> str | None:
     return HydraConfig.get().runtime.choices.get("experiment")
 
 
+def stop_reason(trainer: L.Trainer, error: BaseException | None = None) -> str:
+    """Why ``trainer.fit`` ended: ``sigterm``, ``interrupted`` (Ctrl-C), ``non_finite_loss`` (NaN guard), another
+    exception's type name, or, when fit returned, ``max_epochs``, ``max_steps``, ``max_time``, ``early_stopping``
+    or ``callback`` (another callback set ``trainer.should_stop``)."""
+    if isinstance(error, SIGTERMException):
+        return "sigterm"
+    if isinstance(error, SystemExit):  # Lightning turns Ctrl-C (KeyboardInterrupt) into sys.exit(1)
+        return "interrupted"
+    if isinstance(error, NonFiniteLossError):
+        return "non_finite_loss"
+    if error is not None:
+        return type(error).__name__
+    if trainer.max_epochs is not None and 0 <= trainer.max_epochs <= trainer.current_epoch:
+        return "max_epochs"
+    if 0 <= trainer.max_steps <= trainer.global_step:
+        return "max_steps"
+    if any(isinstance(cb, Timer) and (cb.time_remaining() or 0.0) <= 0 for cb in trainer.callbacks):
+        return "max_time"
+    if any(isinstance(cb, EarlyStopping) and cb.stopped_epoch > 0 for cb in trainer.callbacks):
+        return "early_stopping"
+    return "callback"
+
+
+def _fit(trainer: L.Trainer, **kwargs: Any) -> BaseException | None:
+    """``trainer.fit``; an exception that stopped training early (NaN guard, Ctrl-C, SIGTERM) is returned instead of
+    raised, once Lightning has handled it (``on_exception`` hooks: last.ckpt and the final reports are written)."""
+    try:
+        with ddp_children_share_dirs():  # DDP ranks started by Lightning write into this run's directory
+            trainer.fit(**kwargs)
+    except (SystemExit, NonFiniteLossError) as error:
+        if not trainer.interrupted:
+            raise
+        return error
+    return None
+
+
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Fit (and optionally test) the configured model; returns (metrics, objects built)."""
     started = time.perf_counter()
@@ -151,8 +196,13 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     )
 
     _log_hyperparameters(trainer.loggers, run_cfg)
-    with ddp_children_share_dirs():  # DDP ranks started by Lightning write into this run's directory
-        trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    error = _fit(trainer, model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    stopped = {
+        "reason": stop_reason(trainer, error),
+        "epoch": trainer.current_epoch,  # epochs completed
+        "global_step": trainer.global_step,
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
 
     checkpoint_cb = trainer.checkpoint_callback if isinstance(trainer.checkpoint_callback, ModelCheckpoint) else None
@@ -160,7 +210,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if checkpoint_cb and checkpoint_cb.monitor and checkpoint_cb.best_model_score is not None:
         metrics[f"{checkpoint_cb.monitor}_best"] = float(checkpoint_cb.best_model_score)
 
-    if cfg.get("test"):
+    # No final test when a signal stopped the run: the user or the scheduler wants the process to end now.
+    if cfg.get("test") and not isinstance(error, SystemExit):
         # Test the averaged weights: the checkpoint's state_dict holds them, but a weight-averaging callback still
         # attached would reload the raw weights it keeps beside them (`current_model_state`).
         trainer.callbacks = [callback for callback in trainer.callbacks if not isinstance(callback, WeightAveraging)]
@@ -192,9 +243,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             time_to_accuracy=next(
                 (callback.points for callback in trainer.callbacks if isinstance(callback, TimeToAccuracy)), ()
             ),
+            stopped=stopped,
         )
     last_ckpt = checkpoint_cb.last_model_path if checkpoint_cb else None
     _print_next_steps(output_dir, trainer.loggers, best_ckpt or last_ckpt, metrics)
+    if error is not None:  # the final reports, summary and test are written: now stop as the error asks
+        raise error
     objects = {"cfg": cfg, "datamodule": datamodule, "model": model, "trainer": trainer, "best_ckpt": best_ckpt}
     return metrics, objects
 

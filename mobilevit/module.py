@@ -224,9 +224,16 @@ class ImageClassifier(L.LightningModule):
             return images.contiguous(memory_format=torch.channels_last)
         return images
 
-    def on_train_start(self) -> None:
-        # Sanity-check validation must not count towards the best accuracy.
+    # The best validation accuracy so far travels in checkpoints, so a resumed run keeps the whole run's best (the
+    # sanity-check validation never counts: on_validation_epoch_end skips it).
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.val_acc_best.update_called:
+            checkpoint["val_acc_best"] = float(self.val_acc_best.compute())
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.val_acc_best.reset()
+        if "val_acc_best" in checkpoint:
+            self.val_acc_best.update(torch.tensor(checkpoint["val_acc_best"], device=self.val_acc_best.device))
 
     def training_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Class-weighted, label-smoothed cross-entropy of index (B,) or probability (B, C) targets."""

@@ -61,8 +61,10 @@ def write_run_summary(
     experiment: str | None,
     overrides: Sequence[str] = (),
     time_to_accuracy: Sequence[dict[str, float]] = (),
+    stopped: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``<output_dir>/summary.json``: what was trained, on what, for how long, and how well.
+    """Write ``<output_dir>/summary.json``: what was trained, on what, for how long, how well, and why and when
+    training stopped (``stopped``: reason, epoch, global_step, time).
 
     ``overrides`` are the run's command-line overrides (the record of what a try changed), ``time_to_accuracy`` the
     validation points of :class:`mobilevit.callbacks.TimeToAccuracy`.
@@ -91,6 +93,7 @@ def write_run_summary(
         "test_weights": run_cfg.get("test_weights", "best"),
         "time_to_accuracy": list(time_to_accuracy),
         "machine": machine_info(device),
+        "stopped": stopped,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     path = Path(output_dir) / SUMMARY_FILE

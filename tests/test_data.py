@@ -418,3 +418,42 @@ def test_data_configs_multiscale_keys(tmp_path: Path) -> None:
         assert dm.multiscale_sizes == expected
         cfg.data.multiscale_sizes = [96, 64]
         assert instantiate(cfg.data).multiscale_sizes == [64, 96]
+
+
+def test_flowers102_mocked_download_lands_in_the_documented_layout(tmp_path: Path, monkeypatch) -> None:
+    """prepare_data() with a successful (mocked, offline) download: the archive and the two .mat files land in
+    <root>/flowers-102/ as the error message documents, and the data module reads them."""
+    import numpy as np
+    from PIL import Image
+    from scipy.io import savemat
+
+    requested: list[str] = []
+
+    def fake_archive(url: str, download_root: str, **kwargs) -> None:  # 102flowers.tgz extracts to jpg/
+        requested.append(url)
+        (Path(download_root) / "jpg").mkdir(parents=True)
+        for image_id in range(1, 7):
+            Image.new("RGB", (40, 30), (40 * image_id, 0, 0)).save(Path(download_root) / "jpg" / f"image_{image_id:05d}.jpg")
+
+    def fake_url(url: str, root: str, **kwargs) -> None:
+        requested.append(url)
+        name = url.rsplit("/", 1)[-1]
+        arrays = {"imagelabels.mat": {"labels": np.array([[1, 1, 2, 2, 3, 3]])},
+                  "setid.mat": {"trnid": np.array([[1, 3, 5]]), "valid": np.array([[2, 4]]), "tstid": np.array([[6]])}}
+        savemat(Path(root) / name, arrays[name])
+
+    monkeypatch.setattr(tv_flowers102, "download_and_extract_archive", fake_archive)
+    monkeypatch.setattr(tv_flowers102, "download_url", fake_url)
+    monkeypatch.setattr(tv_flowers102, "check_integrity", lambda path, md5=None: Path(path).is_file())  # no md5
+    dm = Flowers102DataModule(tmp_path / "data", download=True, image_size=32, batch_size=2, num_workers=0)
+    dm.prepare_data()
+    base = tmp_path / "data" / "flowers-102"
+    assert sorted(url.rsplit("/", 1)[-1] for url in requested) == ["102flowers.tgz", "imagelabels.mat", "setid.mat"]
+    assert (base / "imagelabels.mat").is_file() and (base / "setid.mat").is_file()
+    assert (base / "jpg" / "image_00001.jpg").is_file() and dm.files_present()
+    message = dm._missing_message("example")  # the layout the error message documents
+    assert all(str(base.resolve() / name) in message for name in ("imagelabels.mat", "setid.mat", "jpg/image_00001.jpg"))
+    dm.setup("fit")
+    assert len(dm.dataset("train")) == 3 and len(dm.dataset("val")) == 2
+    dm.prepare_data()  # present now: nothing downloaded again
+    assert len(requested) == 3

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import onnx
+import onnxruntime
 import pytest
+import timm
 import torch
 from torch import nn
 
@@ -57,7 +60,6 @@ def test_parameter_count_matches_reference(name: str) -> None:
 
 @pytest.mark.parametrize("name", list(PARAMETER_COUNTS))
 def test_logits_match_timm_with_identical_weights(name: str) -> None:
-    timm = pytest.importorskip("timm")
     torch.manual_seed(0)
     reference = randomize_batchnorm(timm.create_model(name)).eval()
     ours = create_model(name).eval()
@@ -161,9 +163,37 @@ def test_fused_batchnorm_gives_identical_outputs(name: str) -> None:
     assert diff <= 1e-4
 
 
+def onnx_max_rank(path) -> int:
+    """Largest rank of any tensor (inputs, outputs, intermediates, constants) in the ONNX graph at ``path``."""
+    graph = onnx.shape_inference.infer_shapes(onnx.load(str(path)), strict_mode=True).graph
+    values = [*graph.input, *graph.output, *graph.value_info]
+    assert len(graph.value_info) > 100, "shape inference must have typed the intermediate tensors"
+    ranks = [len(value.type.tensor_type.shape.dim) for value in values]
+    ranks += [len(tensor.dims) for tensor in graph.initializer]
+    ranks += [
+        len(onnx.numpy_helper.to_array(attr.t).shape)
+        for node in graph.node
+        if node.op_type == "Constant"
+        for attr in node.attribute
+        if attr.name == "value"
+    ]
+    return max(ranks)
+
+
+def test_unfold_fold_patches_match_the_rank6_reference() -> None:
+    """The rank-5 patch layout equals the reshape/permute through (B, C, nh, p, nw, p) it replaced, and folds back."""
+    from mobilevit.models.layers import fold_patches, unfold_patches
+
+    batch, channels, nh, nw, p = 2, 3, 4, 5, 2
+    x = torch.randn(batch, channels, nh * p, nw * p)
+    reference = x.reshape(batch, channels, nh, p, nw, p).permute(0, 1, 3, 5, 2, 4).reshape(batch, channels, p * p, nh, nw)
+    unfolded = unfold_patches(x, p)
+    assert torch.equal(unfolded, reference)
+    assert torch.equal(fold_patches(unfolded, p), x)
+
+
 @pytest.mark.parametrize("name", SMALL_V1_V2)
 def test_onnx_export_matches_pytorch_with_dynamic_batch(name: str, tmp_path, capsys) -> None:
-    onnxruntime = pytest.importorskip("onnxruntime")
     from mobilevit.export import main as export_main
 
     model = randomize_batchnorm(create_model(name, num_classes=5)).eval()
@@ -180,6 +210,19 @@ def test_onnx_export_matches_pytorch_with_dynamic_batch(name: str, tmp_path, cap
             diff = (torch.from_numpy(logits) - model(images)).abs().max().item()
         print(f"{name} batch {batch} ONNX max|diff| = {diff:.2e}")
         assert logits.shape == (batch, 5) and diff <= 1e-4
+    # Core ML, ncnn and several TensorRT versions refuse tensors of rank above 5.
+    assert onnx_max_rank(tmp_path / "m.onnx") <= 5
+
+
+def test_export_refuses_dynamic_height_and_width(tmp_path, capsys) -> None:
+    from mobilevit.export import main as export_main
+
+    weights = tmp_path / "weights.pth"
+    torch.save(create_model("mobilevit_xxs", num_classes=2).state_dict(), weights)
+    assert export_main([str(weights), "--model", "mobilevit_xxs", "--dynamic-size"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--dynamic-size is not supported" in err and "--image-size H W" in err
+    assert not (tmp_path / "weights.onnx").exists()
 
 
 def test_export_reads_variant_and_size_from_the_weights(tmp_path, capsys, monkeypatch) -> None:

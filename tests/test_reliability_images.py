@@ -3,15 +3,16 @@ found by a scan before training and stop the run with one message, or are skippe
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import FAST_TRAIN, upright_image
-from PIL import Image
+from PIL import Image, ImageFile
 
 from mobilevit.data import ImageFolderDataModule, load_image, scan_images
 from mobilevit.errors import UserInputError
@@ -87,6 +88,21 @@ def bad_dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[st
     return root, [*bad, "val/blue/broken.png"]
 
 
+@contextlib.contextmanager
+def _decoded_sizes() -> Iterator[dict[str, tuple[int, int]]]:
+    """File name -> (width, height) at which Pillow decoded each image loaded inside the block (the decode path)."""
+    decoded: dict[str, tuple[int, int]] = {}
+    real_load = ImageFile.ImageFile.load
+
+    def load(image: ImageFile.ImageFile):
+        decoded[Path(image.filename).name] = image.size
+        return real_load(image)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ImageFile.ImageFile, "load", load)
+        yield decoded
+
+
 def _folder_cfg(make_cfg, root: Path, *extra: str):
     return make_cfg(
         [
@@ -103,18 +119,22 @@ def test_odd_images_load_as_upright_rgb(odd_dataset) -> None:
         assert image.mode == "RGB" and image.size == size, name
     rotated = np.asarray(load_image(root / "train" / "odd" / "exif_rotated.jpg")).astype(int)
     assert rotated[2, 2, 1] > 150 and rotated[2, 2, 0] < 100  # green block back at the top left: EXIF applied
-    transparent = np.asarray(load_image(root / "train" / "odd" / "palette_transparent.png"))
-    assert transparent.min() >= 0 and transparent.shape == (32, 48, 3)
+    palette_file = root / "train" / "odd" / "palette_transparent.png"
+    with Image.open(palette_file) as palette:
+        see_through = np.asarray(palette) == palette.info["transparency"]  # pixels of the transparent index
+    transparent = np.asarray(load_image(palette_file))
+    assert transparent.shape == (32, 48, 3) and 0 < see_through.sum() < see_through.size
+    assert (transparent[see_through] == 255).all()  # composited on white: exactly (255, 255, 255)
+    assert not (transparent[~see_through] == 255).all(axis=-1).any()  # the other pixels keep their colours
     gray16 = np.asarray(load_image(root / "train" / "odd" / "gray16.png"))[..., 0].astype(int)
     assert gray16.max() > 200 and gray16.min() == 0  # 16-bit range scaled to 8 bits, not clipped
 
 
 def test_odd_images_pass_the_scan_and_train(odd_dataset, make_cfg) -> None:
     root, sizes = odd_dataset
-    started = time.perf_counter()
-    assert scan_images(sorted((root / "train" / "odd").iterdir())) == {}
-    scan_seconds = time.perf_counter() - started
-    assert scan_seconds < 10, scan_seconds  # the 8000x8000 JPEG is decoded at 1/8 scale
+    with _decoded_sizes() as decoded:
+        assert scan_images(sorted((root / "train" / "odd").iterdir()), threads=1) == {}
+    assert decoded["huge.jpg"] == (BIG // 8, BIG // 8)  # the 8000x8000 JPEG is decoded at 1/8 scale (3 MB, not 192)
     cfg = _folder_cfg(make_cfg, root, "trainer.max_epochs=1", "augmentation=basic")
     metrics, objects = train(cfg)
     dataset = objects["datamodule"].dataset("train")
@@ -147,7 +167,7 @@ def test_bad_images_stop_before_training_with_one_message(bad_dataset, make_cfg,
 def test_skip_bad_images_trains_without_them_and_logs_which(bad_dataset, make_cfg, caplog) -> None:
     root, bad = bad_dataset
     cfg = _folder_cfg(make_cfg, root, "data.skip_bad_images=true", "+trainer.fast_dev_run=1")
-    with caplog.at_level(logging.INFO, logger="mobilevit.data.imagefolder"):
+    with caplog.at_level(logging.INFO, logger="mobilevit.data"):
         _, objects = train(cfg)
     log = caplog.text
     assert f"data.skip_bad_images=true: leaving out {len(bad)} unreadable image files" in log
@@ -166,13 +186,72 @@ def test_scan_finds_every_kind_of_bad_file_quickly(bad_dataset, odd_dataset) -> 
     bad_root, bad = bad_dataset
     odd_root, _ = odd_dataset
     files = sorted(path for root in (bad_root, odd_root) for path in root.rglob("*.*") if path.suffix != ".txt")
-    started = time.perf_counter()
-    found = scan_images(files)
-    seconds = time.perf_counter() - started
+    with _decoded_sizes() as decoded:
+        found = scan_images(files, threads=1)
     assert sorted(str(path.relative_to(bad_root)) for path in found) == sorted(bad)
-    print(f"scan: {len(files)} files, {len(found)} unreadable, {seconds:.3f} s")
-    assert seconds < 10
+    assert decoded["huge.jpg"] == (BIG // 8, BIG // 8) and decoded["cmyk.jpg"] == (6, 4)  # JPEGs: 1/8 scale
     dm = ImageFolderDataModule(bad_root, image_size=32, num_workers=0, skip_bad_images=True)
     assert dm.class_counts().tolist() == [6, 6 + 3]  # blue, red; before the scan: labels only, bad files counted
     dm.check_images()
     assert dm.class_counts().tolist() == [6, 6]  # the 3 unreadable red files are left out
+
+
+# -- every data module reads and scans its images the same way (Flowers-102 and synthetic included) --
+
+
+@pytest.fixture
+def flowers_copy(tmp_path: Path) -> Path:
+    """A 6-image Flowers-102 look-alike (official split 3/2/1) whose image 1 is EXIF-rotated and image 3 truncated."""
+    from scipy.io import savemat
+
+    base = tmp_path / "flowers-102"
+    (base / "jpg").mkdir(parents=True)
+    for image_id in range(1, 7):
+        upright_image().save(base / "jpg" / f"image_{image_id:05d}.jpg", quality=95)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    upright_image().transpose(Image.Transpose.ROTATE_90).save(base / "jpg" / "image_00001.jpg", quality=95, exif=exif)
+    truncated = base / "jpg" / "image_00003.jpg"
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    savemat(base / "imagelabels.mat", {"labels": np.array([[1, 1, 2, 2, 3, 3]])})
+    savemat(base / "setid.mat", {"trnid": np.array([[1, 3, 5]]), "valid": np.array([[2, 4]]), "tstid": np.array([[6]])})
+    return tmp_path
+
+
+def test_flowers102_copy_is_scanned_before_training(flowers_copy: Path) -> None:
+    from mobilevit.data import Flowers102DataModule
+
+    data = Flowers102DataModule(flowers_copy, download=False, image_size=32, batch_size=2, num_workers=0)
+    with pytest.raises(UserInputError) as error:
+        data.setup("fit")
+    message = str(error.value)
+    assert message.startswith(f"1 unreadable image file under data.root={flowers_copy}")
+    assert "\n  flowers-102/jpg/image_00003.jpg: OSError: " in message
+    assert "data.skip_bad_images=true" in message
+
+
+def test_flowers102_reads_like_every_dataset_and_skips_bad_images(flowers_copy: Path, caplog) -> None:
+    from mobilevit.data import Flowers102DataModule
+
+    data = Flowers102DataModule(flowers_copy, download=False, image_size=32, batch_size=2, num_workers=0,
+                                skip_bad_images=True)  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="mobilevit.data"):
+        data.setup("fit")
+    assert "leaving out 1 unreadable image file" in caplog.text and "image_00003.jpg" in caplog.text
+    train_set = data.dataset("train")
+    assert [path.name for path in train_set.files] == ["image_00001.jpg", "image_00005.jpg"]
+    assert data.class_counts().tolist()[:3] == [1, 0, 1]  # the truncated image (class 2) is not counted
+    raw = data._make_dataset("train", None)[0][0]  # the EXIF-rotated file, as the dataset reads it
+    assert np.array_equal(np.asarray(raw), np.asarray(load_image(train_set.files[0])))
+    assert raw.size == (48, 32) and np.asarray(raw)[2, 2, 1] > 150  # upright: the green block is at the top left
+
+
+def test_synthetic_data_is_scanned_like_an_image_folder(tmp_path: Path) -> None:
+    from mobilevit.data import SyntheticDataModule
+
+    data = SyntheticDataModule(tmp_path, num_classes=2, train_per_class=2, val_per_class=1, test_per_class=1,
+                               source_size=32, image_size=32)  # fmt: skip
+    data.prepare_data()
+    (tmp_path / "train" / data.class_names[0] / "cut.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 40)
+    with pytest.raises(UserInputError, match=r"(?s)1 unreadable image file .*train/circle/cut\.jpg"):
+        data.setup("fit")

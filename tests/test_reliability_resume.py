@@ -211,3 +211,81 @@ def test_resume_at_epoch_boundary_is_bit_exact(make_cfg) -> None:
     optimizers = [objects["trainer"].optimizers[0].state_dict()["state"] for objects in (uninterrupted, resumed)]
     assert all(torch.equal(optimizers[0][k]["exp_avg"], optimizers[1][k]["exp_avg"]) for k in optimizers[0])
     assert os.path.isfile(resume_from / "checkpoints" / "last.ckpt")
+
+
+# ----------------------------------------------------------------------------- resume keeps the whole run's best
+
+
+class ScriptedValAccuracy(Callback):
+    """Makes validation accuracy follow ``schedule[epoch]`` exactly: the module's logits of every validation batch
+    are replaced by ones that are right for that fraction of its images (training and test are untouched)."""
+
+    def __init__(self, schedule: dict[int, float]) -> None:
+        self.schedule = {int(epoch): float(value) for epoch, value in schedule.items()}
+        self._targets: torch.Tensor | None = None
+        self._hook = None
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._hook = pl_module.register_forward_hook(self._scripted(self.schedule[trainer.current_epoch]))
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._targets = batch[1]
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def _scripted(self, accuracy: float):
+        def hook(module, args, output: torch.Tensor) -> torch.Tensor:
+            targets, rows = self._targets, torch.arange(len(self._targets))
+            predicted = torch.where(rows < round(accuracy * len(rows)), targets, (targets + 1) % output.shape[1])
+            logits = torch.zeros_like(output)
+            logits[rows, predicted] = 10.0
+            return logits
+
+        return hook
+
+
+def test_resume_into_a_new_run_keeps_the_whole_runs_best(make_cfg) -> None:
+    """Val accuracy 0.5, 0.75, 0.25 over 3 epochs, interrupted after epoch 1 (the best) and resumed into a new
+    run directory: the resumed run tests the epoch-1 checkpoint and ends exactly as the uninterrupted run."""
+    import json
+
+    schedule = "{0: 0.5, 1: 0.75, 2: 0.25}"
+    run = [
+        *TINY_SYNTHETIC, *FAST_TRAIN, "model=mobilevit_xxs", "logger=none", "test=true", "trainer.max_epochs=3",
+        "trainer.deterministic=true", f"+callbacks.script._target_={__name__}.ScriptedValAccuracy",
+        f"+callbacks.script.schedule={schedule}",
+    ]  # fmt: skip
+    metrics, uninterrupted = train(make_cfg(run, run_name="uninterrupted"))
+    first_cfg = make_cfg([*run, f"+callbacks.stop._target_={__name__}.StopAfterEpoch", "+callbacks.stop.epoch=1"],
+                         run_name="interrupted")  # fmt: skip
+    train(first_cfg)
+    resumed_cfg = make_cfg([*run, "ckpt_path=last"], run_name="resumed")
+    resumed_metrics, resumed = train(resumed_cfg)
+
+    assert metrics["val/acc_best"] == resumed_metrics["val/acc_best"] == 0.75  # not 0.25 (the best after the resume)
+    assert resumed_metrics["val/acc"] == 0.25
+    for objects in (uninterrupted, resumed):
+        assert Path(objects["best_ckpt"]).name == "epoch_001.ckpt"
+        assert Path(objects["best_ckpt"]).parent == Path(objects["cfg"].paths.output_dir) / "checkpoints"
+        assert float(objects["trainer"].checkpoint_callback.best_model_score) == 0.75
+    assert Path(first_cfg.paths.output_dir, "checkpoints", "epoch_001.ckpt").is_file()  # the old run keeps its file
+    best = [_load(objects["best_ckpt"])["state_dict"] for objects in (uninterrupted, resumed)]
+    assert all(torch.equal(best[0][name], best[1][name]) for name in best[0])  # the same weights were tested
+    assert {k: v for k, v in metrics.items() if k.startswith(("test/", "val/"))} == {
+        k: v for k, v in resumed_metrics.items() if k.startswith(("test/", "val/"))
+    }
+    histories = [  # what training_history.png plots, as each run's final last.ckpt holds it
+        next(v for k, v in _load(Path(objects["cfg"].paths.output_dir, "checkpoints", "last.ckpt"))["callbacks"].items()
+             if k.startswith("TrainingReports"))["history"]
+        for objects in (uninterrupted, resumed)
+    ]  # fmt: skip
+    assert histories[0] == histories[1] and sorted(histories[1]["val/acc"]) == [0, 1, 2]  # all epochs
+    assert Path(resumed_cfg.paths.output_dir, "training_history.png").is_file()
+    summaries = [
+        json.loads(Path(objects["cfg"].paths.output_dir, "summary.json").read_text()) for objects in (uninterrupted, resumed)
+    ]
+    assert summaries[0]["metrics"] == summaries[1]["metrics"] and summaries[0]["epochs"] == summaries[1]["epochs"] == 3

@@ -71,9 +71,9 @@ def test_reports_in_tensorboard_and_history_png(make_cfg) -> None:
     callback = _reports_callback(objects)
     run_dir = Path(cfg.paths.output_dir)
     val_batches = 2  # 12 validation images, batch size 8
-    # Epoch 2 (every_n_epochs) and epoch 3 (the last) are collected from the validation pass itself; epoch 1
-    # (and the sanity check) not at all.
-    assert callback.collected == {1: val_batches, 2: val_batches}
+    # Every epoch is collected from the validation pass itself (any may turn out to be the last), the sanity check
+    # not at all; epoch 2 (every_n_epochs) and epoch 3 (the last validated) are reported.
+    assert callback.collected == {0: val_batches, 1: val_batches, 2: val_batches}
     assert callback.reports_logged == 2
     assert callback._hook is None and not objects["model"]._forward_hooks
 
@@ -129,7 +129,7 @@ def test_last_epoch_report_and_no_history_file(make_cfg) -> None:
     cfg = make_cfg([*overrides, "callbacks.reports.every_n_epochs=0", "callbacks.reports.order=index"])
     _, objects = train(cfg)
     callback = _reports_callback(objects)
-    assert callback.collected == {1: 2} and callback.reports_logged == 1  # only after the last epoch
+    assert callback.collected == {0: 2, 1: 2} and callback.reports_logged == 1  # only after the last epoch
     assert not (Path(cfg.paths.output_dir) / "training_history.png").exists()
 
     cfg = make_cfg(

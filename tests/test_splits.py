@@ -206,3 +206,34 @@ def test_real_stratified_split(flowers_root: Path, tmp_path: Path) -> None:
     assert not np.array_equal(other.split_image_ids["test"], dm.split_image_ids["test"])
     images, targets = next(iter(dm.val_dataloader()))
     assert images.shape == (32, 3, 32, 32) and targets.dtype == torch.int64
+
+
+def test_evaluate_rebuilds_the_stratified_split_of_the_checkpoint(fake_flowers, make_cfg) -> None:
+    """evaluate.py on a checkpoint trained with a seeded stratified split tests the same images as train.py did."""
+    from evaluate import evaluate
+    from mobilevit.checkpoint import datamodule_from_weights, read_trained
+    from train import train
+
+    root, labels = fake_flowers
+    sizes = f"{{train: 204, val: 102, test: {len(labels) - 306}}}"
+    train_cfg = make_cfg(
+        ["data=flowers102", f"data.root={root}", "data.split_protocol=stratified", "data.split_seed=7",
+         f"data.stratified_sizes={sizes}", "data.download=false", "data.num_workers=0", "data.image_size=32",
+         "data.batch_size=64", "model=mobilevit_xxs", "trainer=cpu", "trainer.precision=32-true", "logger=none",
+         "trainer.max_epochs=1", "+trainer.limit_train_batches=1", "callbacks.reports=null",
+         "trainer.enable_progress_bar=false"],
+        run_name="trained",
+    )  # fmt: skip
+    metrics, objects = train(train_cfg)
+    trained_test = json.loads((Path(train_cfg.paths.output_dir) / SPLIT_FILE_NAME).read_text())["files"]["test"]
+
+    rebuilt = datamodule_from_weights(read_trained(objects["best_ckpt"]), {})
+    assert [path.name for path in rebuilt.image_files("test")] == trained_test  # same files, same order
+    other_seed = _flowers(root, split_protocol="stratified", split_seed=8, stratified_sizes=rebuilt.stratified_sizes)
+    assert [path.name for path in other_seed.image_files("test")] != trained_test  # the seed matters
+
+    cfg = make_cfg([f"ckpt_path={objects['best_ckpt']}", "trainer=cpu", "trainer.precision=32-true"],
+                   config_name="eval", run_name="eval")  # fmt: skip
+    result = evaluate(cfg)
+    assert result["num_images"] == len(trained_test) == len(labels) - 306
+    assert result["top1"] == pytest.approx(metrics["test/acc"], abs=1e-6)

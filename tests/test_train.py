@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -187,3 +189,22 @@ def test_short_real_flowers_run_learns(make_cfg, flowers_root: Path) -> None:
     metrics, objects = train(cfg)
     assert objects["datamodule"].num_classes == 102
     assert metrics["val/acc_best"] > 0.04, metrics  # 4x chance (1/102 = 0.0098); ~0.10 measured
+
+
+def test_ckpt_path_last_picks_the_newest_of_several_runs(tmp_path: Path) -> None:
+    from mobilevit.utils import resolve_ckpt_path
+
+    runs = tmp_path / "train"
+    paths = {}
+    for age, name in ((300, "runs/b_old"), (100, "runs/a_newest"), (200, "multiruns/2026/0"), (0, "runs/current")):
+        path = runs / name / "checkpoints" / "last.ckpt"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"x")
+        stamp = time.time() - age
+        os.utime(path, (stamp, stamp))
+        paths[name] = str(path)
+    # The newest by modification time (not by name), the current run's own directory left out.
+    assert resolve_ckpt_path("last", runs, exclude=runs / "runs" / "current") == paths["runs/a_newest"]
+    assert resolve_ckpt_path("last", runs) == paths["runs/current"]
+    os.utime(paths["multiruns/2026/0"], None)  # touched now: a multirun job is a run too
+    assert resolve_ckpt_path("last", runs, exclude=runs / "runs" / "current") == paths["multiruns/2026/0"]

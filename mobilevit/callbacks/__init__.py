@@ -1,5 +1,6 @@
 """Lightning callbacks and the checkpoint plugin of this project."""
 
+from mobilevit.callbacks.best_checkpoint import BestCheckpoint
 from mobilevit.callbacks.checkpoint_io import AtomicCheckpointIO, atomic_torch_save
 from mobilevit.callbacks.diagnostics import TrainingDiagnostics
 from mobilevit.callbacks.last_checkpoint import LastCheckpoint
@@ -10,6 +11,7 @@ from mobilevit.callbacks.time_to_accuracy import TimeToAccuracy
 
 __all__ = [
     "AtomicCheckpointIO",
+    "BestCheckpoint",
     "LastCheckpoint",
     "NetworkSummary",
     "NonFiniteLossError",

@@ -123,7 +123,9 @@ class TrainingDiagnostics(L.Callback):
 
     Args:
         every_n_epochs: report after validation of epochs N, 2N, ... (1-based); 0 turns periodic reports off.
-        on_last_epoch: also report after the last epoch (``trainer.max_epochs``).
+        on_last_epoch: also report the last validated epoch when training ends, however it ends: at
+            ``trainer.max_epochs``, ``max_steps`` or ``max_time``, by early stopping, or by an exception (the NaN
+            guard, Ctrl-C, SIGTERM). Every validation is then collected, and the last one kept until the end.
         max_images: misclassified validation images in the grid, most confident mistakes first (0: no grid).
         max_pairs: rows of the most-confused-pairs table (0: no table).
         order: class order of the confusion matrix: ``recall`` (lowest recall first) or ``index``.
@@ -155,6 +157,7 @@ class TrainingDiagnostics(L.Callback):
         self.reports_logged = 0  # TensorBoard reports written in this process
         self._hook: RemovableHandle | None = None
         self._captured: torch.Tensor | None = None
+        self._pending: tuple[int, int, torch.Tensor, torch.Tensor, list[Mistake]] | None = None  # unreported
         self._reset_epoch()
 
     # -- state (the history survives resuming from a checkpoint) --
@@ -186,6 +189,18 @@ class TrainingDiagnostics(L.Callback):
             self._record(trainer, ("val/loss", "val/acc"))
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write_history(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._log_pending(trainer, pl_module)  # before the loggers are closed
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        """Training stopped by an exception (NaN guard, Ctrl-C, SIGTERM): the last report and the history still."""
+        self._remove_hook()
+        self._log_pending(trainer, pl_module)
+        self._write_history(trainer, pl_module)
+
+    def _write_history(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.history_file is None or not trainer.is_global_zero or not any(self.history.values()):
             return
         model_name = (pl_module.hparams.get("cfg") or {}).get("model", {}).get("name", "")
@@ -208,14 +223,16 @@ class TrainingDiagnostics(L.Callback):
             )
 
     def is_report_epoch(self, trainer: L.Trainer) -> bool:
-        """Whether the current validation run gets a report (never for the sanity check)."""
+        """Whether the current validation run gets a periodic report (never for the sanity check)."""
         if trainer.sanity_checking or self._tensorboard(trainer) is None:
             return False
-        epoch = trainer.current_epoch + 1
-        if self.every_n_epochs and epoch % self.every_n_epochs == 0:
-            return True
-        max_epochs = trainer.max_epochs
-        return self.on_last_epoch and max_epochs is not None and max_epochs > 0 and epoch == max_epochs
+        return bool(self.every_n_epochs) and (trainer.current_epoch + 1) % self.every_n_epochs == 0
+
+    def _collects(self, trainer: L.Trainer) -> bool:
+        """Whether the current validation run is collected: a report epoch, or any epoch that may be the last."""
+        return self.is_report_epoch(trainer) or (
+            self.on_last_epoch and not trainer.sanity_checking and self._tensorboard(trainer) is not None
+        )
 
     def _reset_epoch(self) -> None:
         self._logits: list[torch.Tensor] = []
@@ -235,7 +252,7 @@ class TrainingDiagnostics(L.Callback):
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._reset_epoch()
         self._remove_hook()
-        if self.is_report_epoch(trainer):
+        if self._collects(trainer):
             self._hook = pl_module.register_forward_hook(self._capture)
 
     def on_validation_batch_end(
@@ -285,18 +302,34 @@ class TrainingDiagnostics(L.Callback):
             logits = pl_module.all_gather(logits.to(pl_module.device)).flatten(0, 1).cpu()
             targets = pl_module.all_gather(targets.to(pl_module.device)).flatten(0, 1).cpu()
         if trainer.is_global_zero:
-            self.log_report(trainer, pl_module, logits, targets)
+            pending = (trainer.current_epoch + 1, trainer.global_step, logits, targets, self._mistakes)
+            self._pending = None if self.is_report_epoch(trainer) else pending
+            if self._pending is None:
+                self.log_report(trainer, pl_module, *pending)
         self._reset_epoch()
 
+    def _log_pending(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Report the last validated epoch if it was not reported yet (``on_last_epoch``)."""
+        pending, self._pending = self._pending, None
+        if pending is not None and self.on_last_epoch and trainer.is_global_zero:
+            self.log_report(trainer, pl_module, *pending)
+
     def log_report(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, logits: torch.Tensor, targets: torch.Tensor
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        epoch: int,
+        step: int,
+        logits: torch.Tensor,
+        targets: torch.Tensor,
+        mistakes: list[Mistake],
     ) -> None:
-        """Write the confusion matrix, the confused-pairs table and the mistakes grid to TensorBoard."""
+        """Write the confusion matrix, the confused-pairs table and the mistakes grid of the validation after
+        ``epoch`` (1-based) to TensorBoard at global ``step``."""
         tensorboard = self._tensorboard(trainer)
-        assert tensorboard is not None  # is_report_epoch checked it
+        assert tensorboard is not None  # _collects checked it
         class_names = _class_names(trainer, pl_module, logits.shape[1])
         report = split_metrics(logits, targets, class_names)
-        epoch, step = trainer.current_epoch + 1, trainer.global_step
         experiment = tensorboard.experiment
         sorting = ", lowest recall first" if self.order == "recall" else ""
         title = (
@@ -308,10 +341,10 @@ class TrainingDiagnostics(L.Callback):
             pairs = most_confused_pairs(report, self.max_pairs)
             heading = f"**Most confused classes after epoch {epoch}** (validation, {report.num_images} images)\n\n"
             experiment.add_text("val/most_confused", heading + confused_pairs_markdown(pairs), step)
-        if self._mistakes:
+        if mistakes:
             errors = report.num_images - int(report.confusion.trace())
-            title = f"Most confident mistakes after epoch {epoch} ({len(self._mistakes)} of {errors})"
-            experiment.add_figure("val/misclassified", misclassified_figure(self._mistakes, class_names, title), step)
+            title = f"Most confident mistakes after epoch {epoch} ({len(mistakes)} of {errors})"
+            experiment.add_figure("val/misclassified", misclassified_figure(mistakes, class_names, title), step)
         experiment.flush()
         self.reports_logged += 1
 

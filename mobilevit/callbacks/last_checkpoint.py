@@ -16,7 +16,9 @@ class LastCheckpoint(ModelCheckpoint):
     loses at most N steps of work.
 
     Lightning's own ``every_n_train_steps`` replaces the per-epoch save instead of adding to it; here both
-    happen (the step save is skipped on the last batch of an epoch, whose epoch-end save follows at once).
+    happen (the step save is skipped on the last batch of an epoch, whose epoch-end save follows at once). The file
+    is also written when training ends between two saves (``max_steps``/``max_time``) and, with
+    ``save_on_exception=True``, when an exception stops it (NaN guard, Ctrl-C, SIGTERM): always resumable.
     Other arguments: :class:`ModelCheckpoint`'s.
     """
 
@@ -29,6 +31,18 @@ class LastCheckpoint(ModelCheckpoint):
                 f">= 1, got {every_n_train_steps!r}."
             )
         self.save_every_n_train_steps: int = every_n_train_steps or 0
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Resuming into a new run directory: nothing to carry over (this run writes its own last.ckpt), so skip
+        # Lightning's warning that the previous run's paths are not reloaded.
+        if state_dict.get("dirpath", self.dirpath) == self.dirpath:
+            super().load_state_dict(state_dict)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Training can end between two saves (max_steps or max_time in the middle of an epoch): save its end state.
+        super().on_train_end(trainer, pl_module)
+        if not self._should_skip_saving_checkpoint(trainer):
+            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int

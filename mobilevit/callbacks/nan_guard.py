@@ -21,8 +21,8 @@ class NonFiniteLossGuard(Callback):
     """Raise :class:`NonFiniteLossError` (with epoch, step and the checkpoint to resume from) as soon as a training
     loss is NaN or infinite.
 
-    The check runs before ``backward``, so the bad loss never produces gradients, no optimizer step uses it and no
-    checkpoint is written after it: ``last.ckpt`` keeps the last good state. Under DDP the decision is shared, so
+    The check runs before ``backward``, so the bad loss never produces gradients and no optimizer step uses it: the
+    weights, and ``last.ckpt`` (also written when the error stops training), keep the last good state. Under DDP the decision is shared, so
     every process stops at the same step.
     """
 

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 import torch.distributed as dist
+from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from mobilevit.data.batchnorm import trains_batchnorm
 from mobilevit.data.cache import DecodedImageCache, TransformedDataset
+from mobilevit.data.images import scan_images
 from mobilevit.data.resolution import ResolutionSchedule
 from mobilevit.data.sampler import (
     MultiScaleBatchSampler,
@@ -42,7 +47,31 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 # Splits that test_dataloader() may serve (config key ``data.split``).
 EVAL_SPLITS: tuple[str, ...] = ("test", "val")
 
+# Splits whose images are scanned when setup() prepares a stage; fit also scans the split that test() serves.
+SCANNED_SPLITS: dict[str | None, tuple[str, ...]] = {
+    "fit": ("train", "val"),
+    "validate": ("val",),
+    "test": (),
+    "predict": (),
+    None: SPLITS,
+}
+
 Transform = Callable[[Any], torch.Tensor]
+log = logging.getLogger(__name__)
+
+
+@rank_zero_only
+def _log_warning(message: str) -> None:
+    log.warning(message)
+
+
+@rank_zero_only
+def _log_dropped_batch(images: int, size: int, split_images: int, world_size: int) -> None:
+    per = f"each of {world_size} processes' {split_images}" if world_size > 1 else f"the {split_images}"
+    log.warning(
+        "Dropping the last training batch of every epoch: %d image%s of %s training images at %d px would give "
+        "BatchNorm one value per channel.", images, "" if images == 1 else "s", per, size
+    )
 
 
 class ImageClassificationDataModule(L.LightningDataModule, ABC):
@@ -141,6 +170,8 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         self.multiscale_seed = require_int(seed, "data.multiscale_seed", 0)
         self.cache_images = bool(cache_images)
         self.skip_bad_images = bool(skip_bad_images)
+        self.bad_images: dict[Path, str] = {}  # unreadable files found so far -> reason (left out of the datasets)
+        self._scanned: set[str] = set()
         self.class_names: list[str] = []
         self._datasets: dict[str, Dataset] = {}
 
@@ -175,12 +206,55 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         """Whether the dataset has images for ``split`` (default: every split exists)."""
         return split in SPLITS
 
-    def check_images(self, splits: Sequence[str] = SPLITS) -> None:
-        """Find unreadable image files of ``splits`` before they are used (see ``skip_bad_images``).
+    def image_files(self, split: str) -> list[Path]:
+        """The image files of ``split`` (unreadable ones found so far included), for :meth:`check_images`."""
+        raise NotImplementedError
 
-        The default checks nothing: datasets whose files are checked otherwise (Flowers-102 comes from a
-        checksummed archive) accept ``skip_bad_images`` but are not scanned.
+    def _after_scan(self, splits: Sequence[str]) -> None:
+        """Called after ``splits`` were scanned (e.g. to report files that are no images)."""
+
+    def check_images(self, splits: Sequence[str] = SPLITS) -> None:
+        """Scan the image files of ``splits`` that exist and were not scanned yet (every file decoded: a 1/8-scale
+        decode for JPEGs, a chunk check for PNGs; in threads), whatever the dataset and wherever its copy came from.
+
+        Unreadable files raise one :class:`UserInputError` that lists every one of them, unless
+        ``skip_bad_images`` is set: then they are logged and left out of the datasets (``bad_images``).
         """
+        todo = [split for split in dict.fromkeys(splits) if split not in self._scanned and self.has_split(split)]
+        if not todo:
+            return
+        started = time.perf_counter()
+        files = list(dict.fromkeys(path for split in todo for path in self.image_files(split)))
+        bad = scan_images(files)
+        self._scanned.update(todo)
+        log.info("Checked %d image files of %s in %.2f s.", len(files), "/".join(todo), time.perf_counter() - started)
+        self._after_scan(todo)
+        if not bad:
+            return
+        if not self.skip_bad_images:
+            raise UserInputError(
+                f"{self._describe(bad)}: fix or delete them, or set data.skip_bad_images=true to train without "
+                f"them.\n{self._listing(bad)}"
+            )
+        _log_warning(f"data.skip_bad_images=true: leaving out {self._describe(bad)}.\n{self._listing(bad)}")
+        self.bad_images.update(bad)
+        for split in todo:  # built before the scan (e.g. by class_counts()): rebuild without the bad files
+            self.forget_datasets(split)
+
+    def _describe(self, bad: dict[Path, str]) -> str:
+        return f"{len(bad)} unreadable image file{'s' if len(bad) != 1 else ''} under data.root={self.root}"
+
+    def _listing(self, files: dict[Path, str] | Iterable[Path]) -> str:
+        reasons = files if isinstance(files, dict) else dict.fromkeys(files, "")
+        return "\n".join(
+            f"  {self._relative(path)}{': ' + reason if reason else ''}" for path, reason in reasons.items()
+        )
+
+    def _relative(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(self.root))
+        except ValueError:
+            return str(path)
 
     def _check_split(self, split: str) -> str:
         if split not in SPLITS:
@@ -202,10 +276,7 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
 
     def training_sizes(self) -> list[int]:
         """Every size a training batch can have (schedule and multi-scale included), ascending."""
-        bases = self.resolution_schedule.sizes if self.resolution_schedule is not None else [self.image_size]
-        if not self.multiscale:
-            return sorted(set(bases))
-        return sorted({size for base in bases for size in self._multiscale_sizes_at(base)})
+        return sorted({size for size, _ in self.training_batch_shapes()})
 
     def _multiscale_sizes_at(self, size: int) -> list[int]:
         if self.resolution_schedule is None:
@@ -272,7 +343,10 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         return self._datasets[key]
 
     def setup(self, stage: str | None = None) -> None:
-        """Build the datasets needed for ``stage`` ("fit", "validate", "test", "predict" or None)."""
+        """Scan the images ``stage`` needs (and the split ``test()`` serves, see :meth:`check_images`), then build
+        the datasets needed for ``stage`` ("fit", "validate", "test", "predict" or None)."""
+        extra = (self.split,) if stage in ("fit", "test", "predict") else ()
+        self.check_images((*SCANNED_SPLITS.get(stage, ()), *extra))
         needed = {
             "fit": ("train", "val"),
             "validate": ("val",),
@@ -327,10 +401,13 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
                 batch_sampler = MultiScaleBatchSampler(
                     sampler, self._multiscale_sizes_at(size), size, batch_size, seed=self.multiscale_seed
                 )
+                if batch_sampler.dropped:
+                    size = batch_sampler.dropped_size
+                    _log_dropped_batch(batch_sampler.dropped, size, len(sampler), world_size)
                 return DataLoader(dataset, batch_sampler=batch_sampler, **options)
-        num_samples = len(sampler) if sampler is not None else len(dataset)
-        # A final training batch of one sample breaks BatchNorm in train mode: drop it.
-        drop_last = is_train and num_samples > batch_size and num_samples % batch_size == 1
+        # This process's share (Lightning's DistributedSampler pads every rank to ceil(N / world size)).
+        num_samples = len(sampler) if sampler is not None else math.ceil(len(dataset) / world_size)  # type: ignore[arg-type]
+        drop_last = is_train and self._untrainable_remainder(num_samples, world_size, batch_size, size)
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -339,6 +416,51 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
             drop_last=drop_last,
             **options,
         )
+
+    def _untrainable_remainder(self, num_samples: int, world_size: int, batch_size: int, size: int) -> bool:
+        """Whether the last training batch of an epoch (of this process's ``num_samples``, in batches of
+        ``batch_size`` at ``size`` px) must be dropped because BatchNorm could not train on it (logged); an epoch
+        that would be left without batches is an error."""
+        remainder = num_samples % batch_size
+        if remainder == 0 or trains_batchnorm(remainder, size):
+            return False
+        if num_samples < batch_size:
+            raise UserInputError(
+                f"The training split has {num_samples} image(s) per process ({world_size} process(es)), too few for "
+                f"BatchNorm at {size} px: add training images or use fewer devices."
+            )
+        _log_dropped_batch(remainder, size, num_samples, world_size)
+        return True
+
+    def training_batch_shapes(self) -> list[tuple[int, int]]:
+        """Every (image size, batch size) a full training batch can have: the resolution schedule's sizes with
+        their pixel-constant batches, each spread over the multi-scale sizes when ``multiscale`` is on."""
+        bases = self.resolution_schedule.sizes if self.resolution_schedule is not None else [self.image_size]
+        shapes = []
+        for base in bases:
+            batch = self.train_batch_size(base)
+            sizes = self._multiscale_sizes_at(base) if self.multiscale else [base]
+            shapes += [(size, scaled_batch_size(batch, base, size) if self.multiscale else batch) for size in sizes]
+        return sorted(set(shapes))
+
+    def check_train_batch_sizes(self) -> None:
+        """Refuse (one :class:`UserInputError` naming the keys) a configured training batch that BatchNorm cannot
+        train on: ``data.batch_size`` at ``data.image_size``, or its scaled size at any multi-scale or scheduled
+        size."""
+        for size, batch in self.training_batch_shapes():
+            if trains_batchnorm(batch, size):
+                continue
+            scaled = self.multiscale or self.resolution_schedule is not None
+            where = f"batches of {batch} at {size} px" + (
+                f" (data.multiscale_sizes={self.multiscale_sizes}, data.resolution_schedule="
+                f"{None if self.resolution_schedule is None else self.resolution_schedule.milestones})"
+                if scaled else ""
+            )  # fmt: skip
+            raise UserInputError(
+                f"data.batch_size={self.batch_size} at data.image_size={self.image_size} trains on {where}: BatchNorm "
+                f"then has one value per channel (the last stage is 1x1 px). Use data.batch_size >= 2 or images "
+                f"larger than 32 px."
+            )
 
     def train_dataloader(self) -> DataLoader:
         return self.dataloader("train")

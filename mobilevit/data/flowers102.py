@@ -11,9 +11,9 @@ import numpy as np
 from scipy.io import loadmat
 from torch.utils.data import Dataset
 from torchvision.datasets import Flowers102
-from torchvision.datasets.folder import default_loader
 
 from mobilevit.data.base import SPLITS, ImageClassificationDataModule, Transform
+from mobilevit.data.images import load_image
 from mobilevit.data.splits import stratified_split, write_split_json
 from mobilevit.errors import UserInputError, require_int
 
@@ -53,7 +53,8 @@ DEFAULT_STRATIFIED_SIZES: dict[str, int] = {"train": 6500, "val": 689, "test": 1
 
 
 class ImageList(Dataset):
-    """Images read from ``files`` (PIL, RGB) with integer ``targets``; ``transform`` applied if given."""
+    """Images read from ``files`` with :func:`~mobilevit.data.images.load_image` (upright RGB, as every dataset and
+    ``mobilevit.predict`` read them) with integer ``targets``; ``transform`` applied if given."""
 
     def __init__(self, files: Sequence[Path], targets: Sequence[int], transform: Transform | None = None) -> None:
         self.files = list(files)
@@ -64,7 +65,7 @@ class ImageList(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
-        image = default_loader(str(self.files[index]))
+        image = load_image(self.files[index])
         return (self.transform(image) if self.transform is not None else image), self.targets[index]
 
 
@@ -95,7 +96,9 @@ class Flowers102DataModule(ImageClassificationDataModule):
       ``split_seed`` into ``stratified_sizes`` (default 6500 / 689 / 1000), every class in every split
       in proportion to its size; the same split on every machine for a given seed.
 
-    Labels and splits come from ``imagelabels.mat`` / ``setid.mat`` only (no image decoding). When
+    Labels and splits come from ``imagelabels.mat`` / ``setid.mat`` only (no image decoding). ``data.root`` may
+    point at any copy (no checksum runs on it), so its images are scanned before a stage uses them, like every
+    dataset's (:meth:`check_images`; unreadable files stop the run, or are left out with ``skip_bad_images``). When
     ``split_dir`` is set, ``setup("fit")`` writes the split (protocol, seed, image file names per split)
     to ``<split_dir>/split.json`` (on global rank 0).
 
@@ -196,12 +199,20 @@ class Flowers102DataModule(ImageClassificationDataModule):
     def image_file(self, image_id: int) -> Path:
         return self.base_folder / "jpg" / f"image_{int(image_id):05d}.jpg"
 
+    def image_files(self, split: str) -> list[Path]:
+        return [self.image_file(image_id) for image_id in self.split_image_ids[self._check_split(split)]]
+
+    def _samples(self, split: str) -> list[tuple[Path, int]]:
+        """(file, label) of ``split``, without the unreadable files left out by ``skip_bad_images``."""
+        labels = self.all_labels[self.split_image_ids[self._check_split(split)] - 1].tolist()
+        return [(file, label) for file, label in zip(self.image_files(split), labels) if file not in self.bad_images]
+
     def _labels(self, split: str) -> list[int]:
-        return self.all_labels[self.split_image_ids[self._check_split(split)] - 1].tolist()
+        return [label for _, label in self._samples(split)]
 
     def _make_dataset(self, split: str, transform: Transform | None) -> ImageList:
-        files = [self.image_file(image_id) for image_id in self.split_image_ids[split]]
-        return ImageList(files, self._labels(split), transform)
+        samples = self._samples(split)
+        return ImageList([file for file, _ in samples], [label for _, label in samples], transform)
 
     def write_split(self, folder: str | Path) -> Path:
         """Write ``<folder>/split.json``: protocol, seed, sizes and image file names of every split."""

@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.utilities import rank_zero_only
 from torchvision.datasets import ImageFolder
 
-from mobilevit.data.base import SPLITS, ImageClassificationDataModule, Transform
-from mobilevit.data.images import IMAGE_EXTENSIONS, is_image_file, load_image, non_image_files, scan_images
+from mobilevit.data.base import SPLITS, ImageClassificationDataModule, Transform, _log_warning
+from mobilevit.data.images import IMAGE_EXTENSIONS, is_image_file, load_image, non_image_files
 from mobilevit.errors import UserInputError
 
-log = logging.getLogger(__name__)
-
 EXTENSIONS: tuple[str, ...] = tuple(sorted(IMAGE_EXTENSIONS))
-# Splits whose images are scanned when setup() prepares a stage; fit also scans the split that test() serves.
-SCANNED_SPLITS: dict[str | None, tuple[str, ...]] = {
-    "fit": ("train", "val"),
-    "validate": ("val",),
-    "test": (),
-    "predict": (),
-    None: SPLITS,
-}
 
 
 def list_class_folders(folder: Path) -> list[str]:
@@ -53,11 +40,6 @@ class ClassListImageFolder(ImageFolder):
         return self._fixed_classes, {name: index for index, name in enumerate(self._fixed_classes)}
 
 
-@rank_zero_only
-def _log_warning(message: str) -> None:
-    log.warning(message)
-
-
 class ImageFolderDataModule(ImageClassificationDataModule):
     """Images in class folders: ``<root>/train/<class>/*``, ``<root>/val/<class>/*`` and an
     optional ``<root>/test/<class>/*``. Class names (and label order) are the sorted train/
@@ -71,8 +53,6 @@ class ImageFolderDataModule(ImageClassificationDataModule):
     def __init__(self, root: str | Path, **kwargs: Any) -> None:
         super().__init__(root, **kwargs)
         self.class_names = self._discover_classes()
-        self.bad_images: dict[Path, str] = {}  # unreadable files found so far -> reason
-        self._scanned: set[str] = set()
 
     def _layout_hint(self) -> str:
         return (
@@ -134,55 +114,11 @@ class ImageFolderDataModule(ImageClassificationDataModule):
     def _make_dataset(self, split: str, transform: Transform | None) -> ClassListImageFolder:
         return self._image_folder(split, transform)
 
-    def check_images(self, splits: Sequence[str] = SPLITS) -> None:
-        """Scan the image files of ``splits`` that exist and were not scanned yet (decoding every file: a
-        1/8-scale decode for JPEGs, a chunk check for PNGs; in threads).
+    def image_files(self, split: str) -> list[Path]:
+        return [Path(path) for path, _ in self._image_folder(split, None).samples]
 
-        Unreadable files raise one :class:`UserInputError` that lists every one of them, unless
-        ``skip_bad_images`` is set: then they are logged and left out of the datasets. Files without an image
-        extension in the class folders are logged (never read).
-        """
-        todo = [split for split in dict.fromkeys(splits) if split not in self._scanned and self.has_split(split)]
-        if not todo:
-            return
-        started = time.perf_counter()
-        files = [Path(path) for split in todo for path, _ in self._image_folder(split, None).samples]
-        bad = scan_images(files)
-        self._scanned.update(todo)
-        log.info("Checked %d image files of %s in %.2f s.", len(files), "/".join(todo), time.perf_counter() - started)
-        self._report_non_images(todo)
-        if not bad:
-            return
-        if not self.skip_bad_images:
-            raise UserInputError(
-                f"{self._describe(bad)}: fix or delete them, or set data.skip_bad_images=true to train without "
-                f"them.\n{self._listing(bad)}"
-            )
-        _log_warning(f"data.skip_bad_images=true: leaving out {self._describe(bad)}.\n{self._listing(bad)}")
-        self.bad_images.update(bad)
-        for split in todo:  # built before the scan (e.g. by class_counts()): rebuild without the bad files
-            self.forget_datasets(split)
-
-    def setup(self, stage: str | None = None) -> None:
-        """Scan the images this stage needs (and the split ``test()`` serves), then build the datasets."""
-        extra = (self.split,) if stage in ("fit", "test", "predict") else ()
-        self.check_images((*SCANNED_SPLITS.get(stage, ()), *extra))
-        super().setup(stage)
-
-    def _describe(self, bad: dict[Path, str]) -> str:
-        return f"{len(bad)} unreadable image file{'s' if len(bad) != 1 else ''} under data.root={self.root}"
-
-    def _listing(self, files: dict[Path, str] | Iterable[Path]) -> str:
-        reasons = files if isinstance(files, dict) else dict.fromkeys(files, "")
-        return "\n".join(
-            f"  {self._relative(path)}{': ' + reason if reason else ''}" for path, reason in reasons.items()
-        )
-
-    def _relative(self, path: Path) -> str:
-        try:
-            return str(path.relative_to(self.root))
-        except ValueError:
-            return str(path)
+    def _after_scan(self, splits: Sequence[str]) -> None:
+        self._report_non_images(splits)
 
     def _report_non_images(self, splits: Sequence[str]) -> None:
         folders = [self.root / split / name for split in splits for name in self.class_names]

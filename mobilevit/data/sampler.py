@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
+from mobilevit.data.batchnorm import trains_batchnorm
 from mobilevit.errors import UserInputError
 
 # Default sizes relative to data.image_size (256 -> 160, 192, 256, 288, 320).
@@ -60,7 +61,8 @@ class MultiScaleBatchSampler(Sampler[list[tuple[int, int]]]):
 
     An epoch's batches are fixed in number and content sizes: sizes are used round-robin, each with its
     :func:`scaled_batch_size`, until this rank's ``len(sampler)`` indices are used (the last batch takes
-    the rest; a single leftover sample is dropped, as BatchNorm cannot train on a batch of one). The
+    the rest, unless BatchNorm could not train on it (:func:`~mobilevit.data.batchnorm.trains_batchnorm`): then
+    those images are dropped, counted in ``dropped``). The
     order of the batches, and so the resolution of each step, is shuffled per epoch with a generator
     seeded by ``(seed, epoch)``: identical on every rank, since all ranks have ``len(sampler)`` indices.
 
@@ -85,12 +87,20 @@ class MultiScaleBatchSampler(Sampler[list[tuple[int, int]]]):
         self.plan = self._plan(len(sampler))
 
     def _plan(self, num_samples: int) -> list[tuple[int, int]]:
-        """(size, batch size) of every batch of an epoch, in canonical order."""
+        """(size, batch size) of every batch of an epoch, in canonical order; sets ``dropped`` (images left out
+        because BatchNorm cannot train on them) and ``dropped_size``."""
         plan, used, step = [], 0, 0
+        self.dropped, self.dropped_size = 0, 0
         while used < num_samples:
             size = self.sizes[step % len(self.sizes)]
             count = min(self.batch_sizes[size], num_samples - used)
-            if count == 1 and plan:
+            if not trains_batchnorm(count, size):
+                if not plan:
+                    raise UserInputError(
+                        f"Multi-scale training has {num_samples} image(s) per process, too few for BatchNorm at "
+                        f"{size} px: add training images or use fewer devices."
+                    )
+                self.dropped, self.dropped_size = num_samples - used, size
                 break
             plan.append((size, count))
             used += count

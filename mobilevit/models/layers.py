@@ -52,3 +52,22 @@ class InvertedResidual(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.project(self.depthwise(self.expand(x)))
         return x + out if self.use_residual else out
+
+
+# Unfold/fold with tensors of rank <= 5 (Core ML, ncnn and several TensorRT versions refuse rank 6).
+def unfold_patches(x: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """(B, C, nh*p, nw*p) -> (B, C, p*p, nh, nw): pixel position ``(i, j)`` of every ``p x p`` patch gathered in
+    ``[:, :, i*p + j]``. Pure data movement (bit-exact); no intermediate tensor has rank above 5."""
+    batch, channels, height, width = x.shape
+    p = patch_size
+    nh, nw = height // p, width // p
+    x = x.reshape(batch * channels * nh, p, nw, p).transpose(2, 3)  # (B*C*nh, p_row, p_col, nw)
+    return x.reshape(batch, channels, nh, p * p, nw).transpose(2, 3)
+
+
+def fold_patches(x: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """Inverse of :func:`unfold_patches`: (B, C, p*p, nh, nw) -> (B, C, nh*p, nw*p)."""
+    batch, channels, _, nh, nw = x.shape
+    p = patch_size
+    x = x.transpose(2, 3).reshape(batch * channels * nh, p, p, nw).transpose(2, 3)  # (B*C*nh, p_row, nw, p_col)
+    return x.reshape(batch, channels, nh * p, nw * p)

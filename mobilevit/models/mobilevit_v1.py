@@ -17,7 +17,7 @@ from torch import nn
 from torchvision.ops import StochasticDepth
 
 from mobilevit.models.base import MobileViTClassifier, init_weights
-from mobilevit.models.layers import ConvBNAct, InvertedResidual
+from mobilevit.models.layers import ConvBNAct, InvertedResidual, fold_patches, unfold_patches
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -115,12 +115,12 @@ class MobileViTBlock(nn.Module):
         resized = (nh * p, nw * p) != (height, width)
         if resized:
             x = F.interpolate(x, size=(nh * p, nw * p), mode="bilinear", align_corners=False)
-        x = x.reshape(batch, dim, nh, p, nw, p).permute(0, 3, 5, 2, 4, 1).reshape(batch * p * p, nh * nw, dim)
+        x = unfold_patches(x, p).permute(0, 2, 3, 4, 1).reshape(batch * p * p, nh * nw, dim)
 
         x = self.norm(self.transformer(x))
 
         # Fold: (B*P, N, d) -> (B, d, nh*p, nw*p).
-        x = x.reshape(batch, p, p, nh, nw, dim).permute(0, 5, 3, 1, 4, 2).reshape(batch, dim, nh * p, nw * p)
+        x = fold_patches(x.reshape(batch, p * p, nh, nw, dim).permute(0, 4, 1, 2, 3), p)
         if resized:
             x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
 

@@ -18,7 +18,7 @@ from torch import nn
 from torchvision.ops import StochasticDepth
 
 from mobilevit.models.base import MobileViTClassifier, init_weights
-from mobilevit.models.layers import ConvBNAct, InvertedResidual, make_divisible
+from mobilevit.models.layers import ConvBNAct, InvertedResidual, fold_patches, make_divisible, unfold_patches
 
 
 class SeparableSelfAttention(nn.Module):
@@ -104,12 +104,12 @@ class MobileViTv2Block(nn.Module):
 
         # Unfold: (B, d, nh*p, nw*p) -> (B, d, P, N) with P = p*p pixel positions, N = nh*nw patches.
         dim = x.shape[1]
-        x = x.reshape(batch, dim, nh, p, nw, p).permute(0, 1, 3, 5, 2, 4).reshape(batch, dim, p * p, nh * nw)
+        x = unfold_patches(x, p).reshape(batch, dim, p * p, nh * nw)
 
         x = self.norm(self.transformer(x))
 
         # Fold: (B, d, P, N) -> (B, d, nh*p, nw*p).
-        x = x.reshape(batch, dim, p, p, nh, nw).permute(0, 1, 4, 2, 5, 3).reshape(batch, dim, nh * p, nw * p)
+        x = fold_patches(x.reshape(batch, dim, p * p, nh, nw), p)
         return self.fold_proj(x)
 
 

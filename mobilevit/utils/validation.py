@@ -90,8 +90,12 @@ def validate_train_config(cfg: DictConfig) -> None:
 def check_train_data(
     cfg: DictConfig, datamodule: L.LightningDataModule, ckpt_path: str | None, ckpt_num_classes: int | None
 ) -> None:
-    """Checks across the data module and the rest of the run: the split the final test uses exists, and the
-    checkpoint to resume from (``ckpt_path``, trained on ``ckpt_num_classes``) has the data's class count."""
+    """Checks across the data module and the rest of the run: BatchNorm can train on the configured batches, the
+    split the final test uses exists, and the checkpoint to resume from (``ckpt_path``, trained on
+    ``ckpt_num_classes``) has the data's class count."""
+    check_batch_sizes = getattr(datamodule, "check_train_batch_sizes", None)
+    if check_batch_sizes is not None:
+        check_batch_sizes()
     split = getattr(datamodule, "split", "test")
     has_split = getattr(datamodule, "has_split", None)
     if cfg.get("test") and has_split is not None and not has_split(split):
