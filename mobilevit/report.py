@@ -25,7 +25,12 @@ from mobilevit.utils.machine import machine_label
 
 COLUMNS: tuple[str, ...] = (
     "experiment", "variant", "params", "protocol", "resolution", "epochs", "wall time", "machine",
-    "val top-1", "test top-1", "test macro F1", "date",
+    "tested", "val top-1", "test top-1", "test macro F1", "date",
+)  # fmt: skip
+# The experiments table: every try with the overrides that made it (its record of what changed).
+EXPERIMENT_COLUMNS: tuple[str, ...] = (
+    "experiment", "overrides", "protocol", "resolution", "epochs", "wall time", "tested", "val top-1", "test top-1",
+    "date",
 )  # fmt: skip
 
 
@@ -50,14 +55,31 @@ def _percent(value: float | None) -> str:
 
 
 def _resolution(summary: dict[str, Any]) -> str:
-    train, test = summary["image_size"], summary.get("eval_image_size", summary["image_size"])
-    return f"{train} px" if train == test else f"{train} px (test {test})"
+    """Training size (``64→96→128 px`` for a resolution schedule), with the test size when it differs."""
+    schedule = summary.get("resolution_schedule")
+    train = "→".join(str(size) for _, size in schedule) if schedule else str(summary["image_size"])
+    test = summary.get("eval_image_size", summary["image_size"])
+    tta = ", flip TTA" if summary.get("hflip_tta") else ""
+    if not schedule and test == summary["image_size"]:
+        return f"{train} px" + (f" (test{tta[1:]})" if tta else "")
+    return f"{train} px (test {test}{tta})"
+
+
+def _tested(summary: dict[str, Any]) -> str:
+    return "last" if summary.get("test_weights") == "last" else "best on val"
+
+
+def _val(summary: dict[str, Any]) -> float | None:
+    """Val top-1 of the tested weights: the final ones (``test_weights=last``) or the best checkpoint's."""
+    metrics = summary["metrics"]
+    if summary.get("test_weights") == "last" and "val/acc_last" in metrics:
+        return metrics["val/acc_last"]
+    return metrics.get("val/acc_best", metrics.get("val/acc"))
 
 
 def table_row(summary: dict[str, Any]) -> list[str]:
-    """The table's cells for one run."""
+    """The results table's cells for one run."""
     metrics = summary["metrics"]
-    val = metrics.get("val/acc_best", metrics.get("val/acc"))
     return [
         summary["experiment"],
         summary["model"],
@@ -67,17 +89,37 @@ def table_row(summary: dict[str, Any]) -> list[str]:
         str(summary["epochs"]),
         f"{summary['wall_time_s'] / 60:.1f} min",
         machine_label(summary["machine"]),
-        _percent(val),
+        _tested(summary),
+        _percent(_val(summary)),
         _percent(metrics.get("test/acc")),
         "-" if "test/f1" not in metrics else f"{metrics['test/f1']:.3f}",
         summary["finished"][:10],
     ]
 
 
-def markdown_table(summaries: Sequence[dict[str, Any]]) -> str:
-    """A GitHub markdown table, one row per run."""
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(table_row(summary)) + " |" for summary in summaries]
+def experiment_row(summary: dict[str, Any]) -> list[str]:
+    """The experiments table's cells for one run: what it changed and what it reached."""
+    overrides = " ".join(f"`{override}`" for override in summary.get("overrides") or []) or "-"
+    return [
+        summary["experiment"],
+        overrides,
+        summary["protocol"],
+        _resolution(summary),
+        str(summary["epochs"]),
+        f"{summary['wall_time_s'] / 60:.1f} min",
+        _tested(summary),
+        _percent(_val(summary)),
+        _percent(summary["metrics"].get("test/acc")),
+        summary["finished"][:10],
+    ]
+
+
+def markdown_table(
+    summaries: Sequence[dict[str, Any]], columns: Sequence[str] = COLUMNS, row: Any = table_row
+) -> str:
+    """A GitHub markdown table, one row per run (``row(summary)`` gives the cells of ``columns``)."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(row(summary)) + " |" for summary in summaries]
     return "\n".join(lines) + "\n"
 
 
@@ -155,6 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=None, help="write the markdown table here (default: print)")
     parser.add_argument("--plot", type=Path, default=Path("results.png"), help="accuracy plot (PNG)")
     parser.add_argument("--time-plot", type=Path, default=None, help="val accuracy against wall-clock time (PNG)")
+    parser.add_argument("--experiments", type=Path, default=None, help="write the experiments table (with each "
+                        "run's overrides) here")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         summaries = find_summaries(args.runs)
@@ -167,6 +211,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(table)
     print(table, end="")
+    if args.experiments:
+        args.experiments.parent.mkdir(parents=True, exist_ok=True)
+        args.experiments.write_text(markdown_table(summaries, EXPERIMENT_COLUMNS, experiment_row))
+        print(f"Experiments table: {args.experiments}")
     print(f"Plot: {plot_results(summaries, args.plot)}")
     if time_plot:
         print(f"Time-to-accuracy plot: {time_plot}")

@@ -50,6 +50,19 @@ def _protocol(data_cfg: dict[str, Any]) -> str:
     return {"official_trainval": "official, trained on train+val"}.get(protocol, protocol)
 
 
+def shareable_overrides(overrides: Sequence[str]) -> list[str]:
+    """The command-line overrides that describe a run's recipe, without the ones that name this machine's folders
+    (``paths.*``, ``hydra.*``, or a value that is an absolute or home-relative path): summaries get shared."""
+    kept = []
+    for override in overrides:
+        key, _, value = override.partition("=")
+        key = key.lstrip("+~")
+        if key.startswith(("paths.", "hydra.")) or value.strip("'\"").startswith(("/", "~")):
+            continue
+        kept.append(override)
+    return kept
+
+
 def write_run_summary(
     output_dir: str | Path,
     run_cfg: dict[str, Any],
@@ -66,7 +79,8 @@ def write_run_summary(
     """Write ``<output_dir>/summary.json``: what was trained, on what, for how long, how well, and why and when
     training stopped (``stopped``: reason, epoch, global_step, time).
 
-    ``overrides`` are the run's command-line overrides (the record of what a try changed), ``time_to_accuracy`` the
+    ``overrides`` are the run's command-line overrides (the record of what a try changed; see
+    :func:`shareable_overrides`), ``time_to_accuracy`` the
     validation points of :class:`mobilevit.callbacks.TimeToAccuracy`.
     """
     image_size = int(run_cfg["data"]["image_size"])
@@ -87,7 +101,7 @@ def write_run_summary(
         "latency_precision": latency_precision,
         "precision": precision,
         "metrics": metrics,
-        "overrides": list(overrides),
+        "overrides": shareable_overrides(overrides),
         "resolution_schedule": run_cfg["data"].get("resolution_schedule"),
         "hflip_tta": bool(run_cfg.get("module", {}).get("hflip_tta", False)),
         "test_weights": run_cfg.get("test_weights", "best"),

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from benchmarks import data_pipeline, throughput
 
@@ -95,3 +96,14 @@ def test_presets_instantiate_at_requested_size(preset: str) -> None:
     transform = data_pipeline.load_preset(preset, 32)
     image = transform(Image.new("RGB", (40, 30), (200, 100, 50)))
     assert tuple(image.shape) == (3, 32, 32)
+
+
+def test_model_choice_table_has_every_variant_with_measured_latency() -> None:
+    from benchmarks import model_choice
+    from mobilevit.models import list_models
+
+    table = model_choice.model_choice_table([32], torch.device("cpu"))
+    rows = table.strip().splitlines()[2:]
+    assert [row.split(" | ")[0].strip("| ") for row in rows] == list_models()
+    assert all(float(row.split(" | ")[3].split()[0]) > 0 for row in rows)  # a real timing in every row
+    assert "| mobilevit_xxs | 1.3 M | 69.0 % |" in table

@@ -41,16 +41,21 @@ def test_training_writes_a_summary_that_the_report_tabulates_and_plots(make_cfg,
 
     table_file, plot_file = tmp_path / "out" / "results.md", tmp_path / "out" / "results.png"
     capsys.readouterr()
-    assert main([str(tmp_path), "--output", str(table_file), "--plot", str(plot_file)]) == 0
+    experiments_file = tmp_path / "out" / "experiments.md"
+    assert main([str(tmp_path), "--output", str(table_file), "--plot", str(plot_file),
+                 "--experiments", str(experiments_file)]) == 0  # fmt: skip
     lines = table_file.read_text().splitlines()
     assert lines[0] == "| " + " | ".join(COLUMNS) + " |" and len(lines) == 2 + len(runs)
     for line, summary in zip(lines[2:], runs, strict=True):  # oldest first
         cells = [cell.strip() for cell in line.strip("|").split("|")]
         resolution = "32 px" if summary["eval_image_size"] == 32 else "32 px (test 64)"
         assert cells[1] == summary["model"] and cells[4] == resolution and cells[5] == "2"
-        assert cells[7] == machine_label(summary["machine"])
-        assert cells[9] == f"{100 * summary['metrics']['test/acc']:.1f} %"
-        assert cells[10] == f"{summary['metrics']['test/f1']:.3f}"
+        assert cells[7] == machine_label(summary["machine"]) and cells[8] == "best on val"
+        assert cells[10] == f"{100 * summary['metrics']['test/acc']:.1f} %"
+        assert cells[11] == f"{summary['metrics']['test/f1']:.3f}"
+    tries = experiments_file.read_text().splitlines()[2:]
+    for line, summary in zip(tries, runs, strict=True):  # each try with the overrides that made it
+        assert summary["overrides"] and all(f"`{override}`" in line for override in summary["overrides"])
     assert capsys.readouterr().out.startswith(lines[0])
     with Image.open(plot_file) as image:
         assert image.format == "PNG" and image.size[0] > 800
@@ -75,3 +80,11 @@ def test_summary_latency_is_timed_in_the_runs_precision(
     path = run_summary.write_run_summary(tmp_path, run_cfg, {}, net, 1, 1.0, torch.device("cpu"), None)
     summary = json.loads(path.read_text())
     assert asked == [timed_in] and summary["latency_precision"] == timed_in and summary["precision"] == precision
+
+
+def test_summaries_keep_the_recipe_overrides_but_no_machine_paths() -> None:
+    from mobilevit.run_summary import shareable_overrides
+
+    overrides = ["experiment=flowers102_cpu", "data.root=/home/me/flowers", "paths.log_dir=logs2",
+                 "+hydra.run.dir=x", "ckpt_path='~/runs/last.ckpt'", "trainer.max_time=00:00:10:00", "seed=1"]  # fmt: skip
+    assert shareable_overrides(overrides) == ["experiment=flowers102_cpu", "trainer.max_time=00:00:10:00", "seed=1"]
