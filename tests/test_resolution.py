@@ -90,6 +90,18 @@ def test_size_and_batch_per_step_follow_the_schedule(make_cfg, tmp_path: Path) -
     assert images.shape[-1] == 64
 
 
+def test_fixed_batches_keep_the_batch_size_at_every_size(make_cfg, tmp_path: Path) -> None:
+    """resolution_schedule_batch=fixed: batches of 4 at 32 px too, so the cheap epochs have more steps."""
+    steps, _ = _run(make_cfg, tmp_path, ["data.resolution_schedule_batch=fixed"])
+    assert {(size, batch) for _, size, batch in steps} == {(32, 4), (64, 4)}
+    assert [len([s for s in steps if s[0] == epoch]) for epoch in range(4)] == [9, 9, 9, 9]
+
+
+def test_resolution_schedule_batch_names_its_choices(tmp_path: Path) -> None:
+    with pytest.raises(UserInputError, match=r"data.resolution_schedule_batch must be one of \['pixels', 'fixed'\]"):
+        SyntheticDataModule(tmp_path, resolution_schedule=[[0, 32]], resolution_schedule_batch="area")
+
+
 def test_schedule_composes_with_multiscale(make_cfg, tmp_path: Path) -> None:
     """With multi-scale, the sizes are spread around the scheduled size (default factors, multiples of 32)."""
     steps, objects = _run(make_cfg, tmp_path, ["data.multiscale=true"])
