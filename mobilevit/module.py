@@ -207,12 +207,6 @@ class ImageClassifier(L.LightningModule):
             raise UserInputError("module.class_weights=balanced needs a data module with class_counts().")
         self._use_class_weights(balanced_class_weights(class_counts()))
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # A resumed "balanced" run keeps the weights it started with, even if the data changed since.
-        stored = checkpoint.get("hyper_parameters", {}).get("class_weights")
-        if self.balance_classes and stored is not None:
-            self._use_class_weights(stored)
-
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits (B, num_classes) of images (B, 3, H, W); flip-averaged in eval mode with ``hflip_tta``."""
         if self.hflip_tta and not self.training:
@@ -231,6 +225,11 @@ class ImageClassifier(L.LightningModule):
             checkpoint["val_acc_best"] = float(self.val_acc_best.compute())
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A resumed "balanced" run keeps the weights it started with, even if the data changed since.
+        stored = checkpoint.get("hyper_parameters", {}).get("class_weights")
+        if self.balance_classes and stored is not None:
+            self._use_class_weights(stored)
+        # The whole run's best val accuracy, not only the part after the resume.
         self.val_acc_best.reset()
         if "val_acc_best" in checkpoint:
             self.val_acc_best.update(torch.tensor(checkpoint["val_acc_best"], device=self.val_acc_best.device))

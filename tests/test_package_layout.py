@@ -47,3 +47,15 @@ def test_imports_leave_global_state_alone() -> None:
     env = {**os.environ, "MPLBACKEND": "svg"}
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", "svg", "True"]
+
+
+def test_no_function_is_defined_twice_in_one_scope() -> None:
+    """A second ``def`` of the same name silently replaces the first (how a merge once lost a checkpoint hook)."""
+    files = [*(ROOT / "mobilevit").rglob("*.py"), *(ROOT / "tests").glob("*.py"), ROOT / "train.py", ROOT / "evaluate.py"]
+    twice = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Module, ast.ClassDef)):
+                names = [child.name for child in node.body if isinstance(child, (ast.FunctionDef, ast.ClassDef))]
+                twice += [f"{path.relative_to(ROOT)}: {name}" for name in sorted({n for n in names if names.count(n) > 1})]
+    assert not twice, twice

@@ -155,7 +155,7 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         self.split = split
         self.crop_pct = crop_pct
         self.eval_image_size = image_size if eval_image_size is None else check_image_size(
-            eval_image_size, "data.eval_image_size"
+            eval_image_size, "data.eval_image_size", why=" or null (= data.image_size)"
         )
         self.eval_transform: Transform = eval_transform(self.eval_image_size, crop_pct)
         self.augmentation = augmentation

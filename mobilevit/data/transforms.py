@@ -63,9 +63,9 @@ MIN_IMAGE_SIZE = 32  # the networks' output stride: smaller images have no 1x1 l
 # ----------------------------------------------------------------------------- argument checks
 
 
-def check_image_size(image_size: int, key: str = "data.image_size") -> int:
+def check_image_size(image_size: int, key: str = "data.image_size", why: str = " (MobileViT downsamples by 32)") -> int:
     """``image_size`` if it is an integer >= 32 (pixels), else a UserInputError naming config ``key``."""
-    return require_int(image_size, key, MIN_IMAGE_SIZE, why=" (MobileViT downsamples by 32)")
+    return require_int(image_size, key, MIN_IMAGE_SIZE, why=why)
 
 
 def _interpolation(name: str) -> v2.InterpolationMode:
