@@ -85,6 +85,8 @@ def test_size_and_batch_per_step_follow_the_schedule(make_cfg, tmp_path: Path) -
     assert by_epoch[2] == by_epoch[3] == [(64, 4)]
     assert [len([s for s in steps if s[0] == epoch]) for epoch in range(4)] == [3, 3, 9, 9]
     assert objects["trainer"].reload_dataloaders_every_n_epochs == 1
+    datamodule = objects["datamodule"]  # one loader per size: its persistent workers live across epochs
+    assert datamodule.train_dataloader() is datamodule.train_dataloader()
     # Validation stays at the evaluation size.
     images, _ = next(iter(objects["datamodule"].val_dataloader()))
     assert images.shape[-1] == 64

@@ -182,6 +182,7 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         self._scanned: set[str] = set()
         self.class_names: list[str] = []
         self._datasets: dict[str, Dataset] = {}
+        self._train_loader: tuple[Any, DataLoader] | None = None  # (size and replicas, loader) under a schedule
 
     @property
     def num_classes(self) -> int:
@@ -330,6 +331,8 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         """Drop every dataset built for ``split`` (e.g. after its file list changed), raw images included."""
         for key in [key for key in self._datasets if key.split("@")[0].removeprefix("raw/") == split]:
             del self._datasets[key]
+        if split == "train":
+            self._train_loader = None
 
     def dataset(self, split: str) -> Dataset:
         """The dataset of ``split`` (built once, then cached); training split uses the train transform.
@@ -472,7 +475,14 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
             )
 
     def train_dataloader(self) -> DataLoader:
-        return self.dataloader("train")
+        """The training loader. With a resolution schedule Lightning asks for it every epoch; while the scheduled size
+        stays the same the same loader is returned, so its persistent workers keep running."""
+        if self.resolution_schedule is None:
+            return self.dataloader("train")
+        key = (self.train_size(), self.replicas())
+        if self._train_loader is None or self._train_loader[0] != key:
+            self._train_loader = (key, self.dataloader("train"))
+        return self._train_loader[1]
 
     def val_dataloader(self) -> DataLoader:
         return self.dataloader("val")
