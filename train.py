@@ -185,7 +185,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a progress bar callback then
         callbacks = [callback for callback in callbacks if not isinstance(callback, ProgressBar)]
     # A multi-scale data module shards its own batches: Lightning must not replace its sampler. A resolution
-    # schedule changes the training size between epochs: the training dataloader is rebuilt every epoch.
+    # schedule changes the training size between epochs: Lightning asks for the training dataloader every epoch (the
+    # data module returns the same one while the size holds).
     reload = {"reload_dataloaders_every_n_epochs": 1} if getattr(datamodule, "reloads_train_dataloader", False) else {}
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer,

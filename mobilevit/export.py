@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mobilevit.data.transforms import check_image_size
 from mobilevit.errors import UserInputError
 from mobilevit.models import list_models, read_weights
 from mobilevit.models.pretrained import HUB_PREFIX, IMAGENET
@@ -88,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         weights = read_weights(args.checkpoint, args.model)
         sizes = args.image_size or [weights.preprocessing.image_size]
         size = tuple(sizes * 2)[:2] if len(sizes) == 1 else tuple(sizes[:2])
-        if min(size) < 32:
-            raise UserInputError(f"--image-size must be at least 32, got {size}")
+        for side in size:
+            check_image_size(side, "--image-size")
     except UserInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

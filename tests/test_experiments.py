@@ -243,8 +243,10 @@ def test_gpu_xs_recipe_composes_and_its_plumbing_trains_on_cpu(make_cfg) -> None
     choices = cfg.hydra.runtime.choices
     assert (choices.model, choices.augmentation, choices.trainer) == ("mobilevit_xs", "strong", "gpu")
     assert cfg.data.split_protocol == "stratified" and cfg.data.image_size == 256 and cfg.trainer.max_epochs == 300
+    assert cfg.data.resolution_schedule == [[0, 128], [0.35, 192], [0.7, 256]] and cfg.module.hflip_tta
     tiny = make_cfg(
-        ["experiment=flowers102_xs", *NOT_SYNTHETIC, *TINY_SYNTHETIC, *FAST_TRAIN, *TINY_BUDGET, "model=mobilevit_xs"]
+        ["experiment=flowers102_xs", *NOT_SYNTHETIC, *TINY_SYNTHETIC, *FAST_TRAIN, *TINY_BUDGET, "model=mobilevit_xs",
+         "data.resolution_schedule=[[0,32],[0.5,64]]"]
     )
     tiny.trainer.check_val_every_n_epoch = 1
     metrics, objects = train_script.train(tiny)

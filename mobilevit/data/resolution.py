@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mobilevit.data.transforms import MIN_IMAGE_SIZE
-from mobilevit.errors import UserInputError
+from mobilevit.errors import UserInputError, is_int
 
 KEY = "data.resolution_schedule"
 
@@ -48,7 +48,7 @@ class ResolutionSchedule:
         except (TypeError, ValueError):
             raise UserInputError(f"{expected}, e.g. [[0, 64], [0.5, 96], [0.8, 112]]; got {value!r}.") from None
         fractions = [fraction for fraction, _ in pairs]
-        sizes_ok = all(isinstance(size, int) and not isinstance(size, bool) and size >= MIN_IMAGE_SIZE for _, size in pairs)
+        sizes_ok = all(is_int(size) and size >= MIN_IMAGE_SIZE for _, size in pairs)
         rising = all(a < b for a, b in zip(fractions, fractions[1:]))
         if not pairs or fractions[0] != 0.0 or not rising or fractions[-1] >= 1.0 or not sizes_ok:
             raise UserInputError(

@@ -22,7 +22,8 @@ import numpy as np
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 from mobilevit.data.batchnorm import trains_batchnorm
-from mobilevit.errors import UserInputError
+from mobilevit.data.transforms import MIN_IMAGE_SIZE
+from mobilevit.errors import UserInputError, is_int
 
 # Default sizes relative to data.image_size (256 -> 160, 192, 256, 288, 320).
 MULTISCALE_FACTORS: tuple[float, ...] = (0.625, 0.75, 1.0, 1.125, 1.25)
@@ -43,10 +44,10 @@ def resolve_multiscale_sizes(image_size: int, sizes: Sequence[int] | None = None
     if sizes is None:
         return default_multiscale_sizes(image_size)
     values = list(sizes) if isinstance(sizes, Sequence) and not isinstance(sizes, str) else []
-    if not values or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 32 for s in values):
+    if not values or not all(is_int(s) and s >= MIN_IMAGE_SIZE for s in values):
         raise UserInputError(
-            f"data.multiscale_sizes must be null (derived from data.image_size) or a list of integers >= 32, "
-            f"got {sizes!r}."
+            f"data.multiscale_sizes must be null (derived from data.image_size) or a list of integers >= "
+            f"{MIN_IMAGE_SIZE}, got {sizes!r}."
         )
     return sorted(set(values))
 
