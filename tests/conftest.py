@@ -135,6 +135,29 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
+def train_two_ddp_processes(tmp_path: Path, overrides: Sequence[str], recorder: str, records: Path) -> None:
+    """Run ``train.py`` with 2 CPU processes (gloo) on a tiny synthetic set (3 classes x 12 training images, 2 epochs,
+    no logger, no callbacks but ``recorder``, a callback class path that gets ``folder=records``); ``overrides``
+    add to or replace the data settings. Fails the test with the end of stderr when the run fails."""
+    import subprocess
+
+    env = subprocess_env()
+    env["PYTHONPATH"] = str(ROOT / "tests")  # the test modules, for the recording callback
+    result = subprocess.run(
+        [
+            sys.executable, "train.py", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+            "data=synthetic", "data.num_classes=3", "data.train_per_class=12", "data.val_per_class=2",
+            "data.test_per_class=2", "data.source_size=48", "data.num_workers=0", *overrides,
+            "model=mobilevit_xxs", "logger=none", "callbacks=none", "test=false", "trainer.max_epochs=2",
+            "+trainer.limit_val_batches=1", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+            f"+callbacks.record._target_={recorder}", f"+callbacks.record.folder={records}",
+            f"paths.log_dir={tmp_path / 'logs'}", f"paths.data_dir={tmp_path / 'data'}",
+        ],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 def user_error(call: Callable[..., object], *args: object) -> str:
     """The message of the UserInputError that ``call(*args)`` raises (Hydra's instantiate may wrap it)."""
     from mobilevit.utils import find_user_error

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-from conftest import FAST_TRAIN, ROOT, TINY_SYNTHETIC, subprocess_env
+from conftest import FAST_TRAIN, TINY_SYNTHETIC, train_two_ddp_processes
 from lightning.pytorch import Callback
 from torch.utils.data import DistributedSampler
 
@@ -176,22 +174,8 @@ class RecordBatches(Callback):
 def test_ddp_two_processes_same_sizes_disjoint_shards(tmp_path: Path) -> None:
     """train.py with 2 CPU processes (gloo): per step both ranks use the same size; shards are disjoint."""
     records = tmp_path / "records"
-    env = subprocess_env()
-    env["PYTHONPATH"] = str(ROOT / "tests")  # this module, for the recording callback
-    result = subprocess.run(
-        [
-            sys.executable, "train.py", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-            "data=synthetic", "data.num_classes=3", "data.train_per_class=12", "data.val_per_class=2",
-            "data.test_per_class=2", "data.source_size=48", "data.image_size=48", "data.batch_size=4",
-            "data.num_workers=0", "data.multiscale=true", "data.multiscale_sizes=[32,48,64]",
-            "model=mobilevit_xxs", "logger=none", "callbacks=none", "test=false", "trainer.max_epochs=2",
-            "+trainer.limit_val_batches=1", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-            f"+callbacks.record._target_={__name__}.RecordBatches", f"+callbacks.record.folder={records}",
-            f"paths.log_dir={tmp_path / 'logs'}", f"paths.data_dir={tmp_path / 'data'}",
-        ],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+    multiscale = ["data.image_size=48", "data.batch_size=4", "data.multiscale=true", "data.multiscale_sizes=[32,48,64]"]
+    train_two_ddp_processes(tmp_path, multiscale, f"{__name__}.RecordBatches", records)
     ranks = [json.loads((records / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert all(rank["world_size"] == 2 for rank in ranks)
     steps = [rank["steps"] for rank in ranks]

@@ -4,14 +4,12 @@ under DDP and after a resume."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
 import pytest
 
-from conftest import FAST_TRAIN, ROOT, TINY_SYNTHETIC, subprocess_env
+from conftest import FAST_TRAIN, TINY_SYNTHETIC, train_two_ddp_processes
 from mobilevit.data import SyntheticDataModule
 from mobilevit.data.resolution import ResolutionSchedule
 from mobilevit.errors import UserInputError
@@ -124,22 +122,8 @@ def test_resumed_run_continues_the_schedule(make_cfg, tmp_path: Path) -> None:
 def test_ddp_ranks_use_the_same_size_at_every_step(tmp_path: Path) -> None:
     """train.py with 2 CPU processes (gloo) and a schedule: per step both ranks train at the same size."""
     records = tmp_path / "records"
-    env = subprocess_env()
-    env["PYTHONPATH"] = str(ROOT / "tests")
-    result = subprocess.run(
-        [
-            sys.executable, "train.py", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-            "data=synthetic", "data.num_classes=3", "data.train_per_class=12", "data.val_per_class=2",
-            "data.test_per_class=2", "data.source_size=48", "data.image_size=64", "data.batch_size=2",
-            "data.num_workers=0", "data.resolution_schedule=[[0,32],[0.5,64]]",
-            "model=mobilevit_xxs", "logger=none", "callbacks=none", "test=false", "trainer.max_epochs=2",
-            "+trainer.limit_val_batches=1", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-            f"+callbacks.record._target_={__name__}.RecordSizes", f"+callbacks.record.folder={records}",
-            f"paths.log_dir={tmp_path / 'logs'}", f"paths.data_dir={tmp_path / 'data'}",
-        ],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+    schedule = ["data.image_size=64", "data.batch_size=2", "data.resolution_schedule=[[0,32],[0.5,64]]"]
+    train_two_ddp_processes(tmp_path, schedule, f"{__name__}.RecordSizes", records)
     steps = [json.loads((records / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert len(steps[0]) > 0 and steps[0] == steps[1]  # per step: the same epoch, size and batch length
     assert {(epoch, size) for epoch, size, _ in steps[0]} == {(0, 32), (1, 64)}
