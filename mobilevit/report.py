@@ -15,7 +15,7 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +115,9 @@ def experiment_row(summary: dict[str, Any]) -> list[str]:
 
 
 def markdown_table(
-    summaries: Sequence[dict[str, Any]], columns: Sequence[str] = COLUMNS, row: Any = table_row
+    summaries: Sequence[dict[str, Any]],
+    columns: Sequence[str] = COLUMNS,
+    row: Callable[[dict[str, Any]], list[str]] = table_row,
 ) -> str:
     """A GitHub markdown table, one row per run (``row(summary)`` gives the cells of ``columns``)."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

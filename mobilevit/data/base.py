@@ -334,19 +334,20 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         if split == "train":
             self._train_loader = None
 
-    def dataset(self, split: str) -> Dataset:
+    def dataset(self, split: str, size: int | None = None) -> Dataset:
         """The dataset of ``split`` (built once, then cached); training split uses the train transform.
 
         With multi-scale, the training dataset is a :class:`MultiScaleDataset` indexed by (index, size). With a
-        resolution schedule it is rebuilt at the current :meth:`train_size` (the raw images are kept).
+        resolution schedule it is built per training ``size`` (default: :meth:`train_size`; the raw images are kept).
         """
         self._check_split(split)
-        key = f"train@{self.train_size()}" if split == "train" else split
+        size = (self.train_size() if size is None else size) if split == "train" else self.eval_image_size
+        key = f"train@{size}" if split == "train" else split
         if key not in self._datasets:
             if split == "train" and self.multiscale:
                 dataset = MultiScaleDataset(self.raw_dataset(split), self._train_transform_at())
             else:
-                transform = self.train_transform(self.train_size()) if split == "train" else self.eval_transform
+                transform = self.train_transform(size) if split == "train" else self.eval_transform
                 if self.cache_images:
                     dataset = TransformedDataset(self.raw_dataset(split), transform)
                 else:
@@ -383,17 +384,18 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         batch = self.augmentation(self.image_size).batch if self.augmentation is not None else None
         return batch(self.num_classes) if batch is not None else None
 
-    def dataloader(self, split: str, shuffle: bool | None = None) -> DataLoader:
+    def dataloader(self, split: str, shuffle: bool | None = None, size: int | None = None) -> DataLoader:
         """DataLoader over ``split``; shuffles only the training split unless ``shuffle`` says otherwise.
 
         Training batches go through the augmentation's batch transform (if any). With multi-scale the
         training loader uses :class:`MultiScaleBatchSampler`, and every loader is sharded across DDP ranks
-        here (Lightning's sampler injection is off, see :attr:`uses_custom_sampler`).
+        here (Lightning's sampler injection is off, see :attr:`uses_custom_sampler`). ``size``: the training
+        size (default :meth:`train_size`), decided once so the dataset and the batches agree.
         """
-        dataset = self.dataset(split)
         is_train = split == "train"
+        size = (self.train_size() if size is None else size) if is_train else self.eval_image_size
+        dataset = self.dataset(split, size)
         shuffle = is_train if shuffle is None else shuffle
-        size = self.train_size() if is_train else self.eval_image_size
         batch_size = self.train_batch_size(size) if is_train else self.batch_size
         if is_train and self.resolution_schedule is not None:
             log.info("Training at %d px, batch size %d (data.resolution_schedule).", size, batch_size)
@@ -479,9 +481,10 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         stays the same the same loader is returned, so its persistent workers keep running."""
         if self.resolution_schedule is None:
             return self.dataloader("train")
-        key = (self.train_size(), self.replicas())
+        size = self.train_size()  # once: the schedule may cross a milestone while the loader is built
+        key = (size, self.replicas())
         if self._train_loader is None or self._train_loader[0] != key:
-            self._train_loader = (key, self.dataloader("train"))
+            self._train_loader = (key, self.dataloader("train", size=size))
         return self._train_loader[1]
 
     def val_dataloader(self) -> DataLoader:
