@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mobilevit.data.resolution import ResolutionSchedule
 from mobilevit.data.transforms import Preprocessing
 from mobilevit.models import fuse_batchnorm
 from mobilevit.utils.machine import machine_info
@@ -48,6 +49,12 @@ def measure_latency_ms(
 def _protocol(data_cfg: dict[str, Any]) -> str:
     protocol = str(data_cfg.get("split_protocol") or data_cfg.get("_target_", "").rsplit(".", 1)[-1])
     return {"official_trainval": "official, trained on train+val"}.get(protocol, protocol)
+
+
+def _schedule_in_pixels(value: Any, image_size: int) -> list[list[float | int]] | None:
+    """``data.resolution_schedule`` with its sizes in pixels (fractions of ``image_size`` resolved)."""
+    schedule = ResolutionSchedule.from_config(value, image_size)
+    return None if schedule is None else [[fraction, size] for fraction, size in schedule.milestones]
 
 
 def shareable_overrides(overrides: Sequence[str]) -> list[str]:
@@ -102,7 +109,7 @@ def write_run_summary(
         "precision": precision,
         "metrics": metrics,
         "overrides": shareable_overrides(overrides),
-        "resolution_schedule": run_cfg["data"].get("resolution_schedule"),
+        "resolution_schedule": _schedule_in_pixels(run_cfg["data"].get("resolution_schedule"), image_size),
         "hflip_tta": bool(run_cfg.get("module", {}).get("hflip_tta", False)),
         "test_weights": run_cfg.get("test_weights", "best"),
         "time_to_accuracy": list(time_to_accuracy),

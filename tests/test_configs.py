@@ -17,6 +17,7 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import OmegaConf
 from PIL import Image
 
+from mobilevit.data.resolution import ResolutionSchedule
 from mobilevit.errors import UserInputError
 from mobilevit.models import create_model
 from mobilevit.module import ImageClassifier, weight_decay_param_groups
@@ -66,14 +67,31 @@ def test_every_group_has_options() -> None:
 def test_train_defaults(make_cfg) -> None:
     cfg = make_cfg()
     choices = cfg.hydra.runtime.choices
-    assert choices.data == "flowers102" and choices.model == "mobilevit_xs" and choices.augmentation == "basic"
-    assert choices.optimizer == "adamw" and choices.scheduler == "cosine" and choices.trainer == "default"
+    assert choices.data == "flowers102" and choices.model == "mobilevit_xs"
+    assert choices.augmentation == "crop_flip_trivialaugment" and list(cfg.augmentation.scale) == [0.25, 1.0]
+    assert cfg.augmentation.mix_prob == 0 and cfg.augmentation.random_erase_prob == 0
+    assert choices.optimizer == "adamw" and choices.scheduler == "linear" and choices.trainer == "default"
     assert choices.logger == "tensorboard" and choices.callbacks == "default"
     assert cfg.module.label_smoothing == 0.1 and cfg.module.channels_last is True
     assert cfg.ckpt_path is None and cfg.test is True and cfg.optimized_metric == "val/acc"
     assert cfg.task_name == "train" and cfg.trainer.precision == fast_precision("auto")
     assert cfg.callbacks.model_checkpoint.monitor == "val/acc" and cfg.callbacks.model_checkpoint.mode == "max"
     assert cfg.callbacks.last_checkpoint.filename == "last" and cfg.callbacks.last_checkpoint.monitor is None
+
+
+def test_train_defaults_are_the_measured_recipe(make_cfg) -> None:
+    """`python train.py` trains XS on Flowers-102 with the CPU recipes' measured techniques, scaled to 256 px."""
+    cfg = make_cfg()
+    assert cfg.data.image_size == 256 and cfg.data.resolution_schedule_batch == "fixed"
+    schedule = ResolutionSchedule.from_config(cfg.data.resolution_schedule, cfg.data.image_size)
+    assert schedule.milestones == ((0.0, 128), (0.35, 192), (0.7, 256))
+    assert cfg.scheduler.decay == "linear" and cfg.scheduler.min_lr == 0.0
+    assert cfg.module.hflip_tta is True and cfg.test_weights == "last"
+    assert cfg.trainer.max_epochs == 300 and cfg.trainer.gradient_clip_val == 1.0
+    # The resized schedule follows data.image_size; data=imagefolder and data=synthetic train at one size.
+    small = make_cfg(["data.image_size=128"])
+    assert ResolutionSchedule.from_config(small.data.resolution_schedule, 128).sizes == [64, 96, 128]
+    assert make_cfg(["data=imagefolder"]).data.resolution_schedule is None
 
 
 def test_paths_and_run_dirs(make_cfg, tmp_path: Path) -> None:

@@ -376,14 +376,17 @@ def _config(data: str, augmentation: str, data_dir: Path, **data_overrides):
     return cfg
 
 
-@pytest.mark.parametrize("augmentation", ["none", "basic", "crop_flip_jitter", "strong"])
+@pytest.mark.parametrize("augmentation", ["none", "basic", "crop_flip_jitter", "strong", "crop_flip_trivialaugment"])
 def test_configs_instantiate(tmp_path: Path, augmentation: str) -> None:
     cfg = _config("synthetic", augmentation, tmp_path, num_workers=0)
     preset = instantiate(cfg.augmentation)
     built = preset(cfg.data.image_size)
     assert isinstance(built, Augmentation)
     _check_image_tensor(built(Image.new("RGB", (70, 90))), cfg.data.image_size)
-    assert (built.batch is not None) == (augmentation == "strong")
+    assert (built.batch is not None) == (augmentation in ("strong", "crop_flip_trivialaugment"))
+    if augmentation == "crop_flip_trivialaugment":  # the strong preset without erasing or mixing
+        assert cfg.augmentation.scale == [0.25, 1.0] and built.batch.prob == 0
+        assert cfg.augmentation.random_erase_prob == 0 and cfg.augmentation.auto_augment == "trivialaugment"
     dm = instantiate(cfg.data, augmentation=preset)
     assert isinstance(dm, SyntheticDataModule) and dm.augmentation is preset
     _check_image_tensor(dm.train_transform(48)(Image.new("RGB", (70, 90))), 48)
@@ -397,6 +400,8 @@ def test_configs_instantiate(tmp_path: Path, augmentation: str) -> None:
     assert flowers.split_protocol == "official" and flowers.split_seed == 0
     assert flowers.stratified_sizes == {"train": 6500, "val": 689, "test": 1000}
     assert flowers.split_dir == tmp_path / "run"
+    assert flowers.resolution_schedule.milestones == ((0.0, 128), (0.35, 192), (0.7, 256))  # x 0.5 / 0.75 / 1
+    assert flowers.resolution_schedule_batch == "fixed" and flowers.reloads_train_dataloader
 
     folder_cfg = _config("imagefolder", augmentation, tmp_path)
     assert OmegaConf.is_missing(folder_cfg.data, "root")

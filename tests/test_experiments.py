@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 import train as train_script
 from evaluate import evaluate
 from mobilevit.callbacks.early_stopping import DelayedEarlyStopping
+from mobilevit.data.resolution import ResolutionSchedule
 from mobilevit.data.transforms import Preprocessing
 from mobilevit.models import create_model, read_weights
 from mobilevit.module import balanced_class_weights
@@ -79,6 +80,7 @@ def test_ema_weights_are_validated_saved_tested_and_exported(make_cfg, monkeypat
         "data.batch_size=12",  # val and test: one batch each
         "optimizer.lr=0.05",
         "scheduler=none",
+        "test_weights=best",  # the final test scores the best checkpoint, as evaluate.py below
     ]
     cfg = make_cfg(cfg_overrides, run_name="ema")
     metrics, objects = train_script.train(cfg)
@@ -139,6 +141,9 @@ def test_experiments_compose(make_cfg) -> None:
     assert seed.data.image_size == 256 and seed.data.batch_size == 64 and seed.data.split_protocol == "stratified"
     assert seed.optimizer.lr == 2e-4 and seed.module.label_smoothing == 0.1 and seed.module.class_weights == "balanced"
     assert seed.trainer.max_epochs == 160 and "ema" not in seed.callbacks
+    # The Keras experiment as it was: one size, no clipping, no flip TTA, the best weights on val.
+    assert seed.data.resolution_schedule is None and seed.trainer.gradient_clip_val is None
+    assert seed.module.hflip_tta is False and seed.test_weights == "best"
     stopper = next(c for c in instantiate_callbacks(seed.callbacks) if isinstance(c, DelayedEarlyStopping))
     assert (stopper.monitor, stopper.patience, stopper.start_epoch) == ("val/loss", 10, 10)
     assert stopper.min_delta == -0.01  # Lightning stores min_delta negated for mode="min"
@@ -148,6 +153,7 @@ def test_experiments_compose(make_cfg) -> None:
     assert (choices.model, choices.augmentation, choices.scheduler) == ("mobilevit_xs", "basic", "cosine")
     assert paper.data.multiscale is True and paper.data.split_protocol == "stratified" and paper.data.image_size == 256
     assert paper.module.label_smoothing == 0.1 and paper.optimizer.weight_decay == 0.01
+    assert paper.data.resolution_schedule is None  # the paper trains at full size throughout
     assert paper.scheduler.min_lr == pytest.approx(paper.optimizer.lr / 10) and paper.scheduler.warmup_epochs > 0
     (ema,) = [c for c in instantiate_callbacks(paper.callbacks) if isinstance(c, EMAWeightAveraging)]
     assert paper.callbacks.ema.decay == 0.9995 and "early_stopping" not in paper.callbacks
@@ -216,7 +222,7 @@ def test_renamed_options_still_work_with_a_deprecation_line(group: str, old: str
 CPU_RECIPES = {
     # experiment: (split protocol, image size, epochs, wall-time safety net, EMA)
     "flowers102_cpu": ("official", 128, 10000, "00:00:26:00", False),
-    "flowers102_stratified_cpu": ("stratified", 112, 62, "00:01:25:00", False),
+    "flowers102_stratified_cpu": ("stratified", 128, 10000, "00:01:26:00", False),
 }
 
 
@@ -243,7 +249,8 @@ def test_gpu_xs_recipe_composes_and_its_plumbing_trains_on_cpu(make_cfg) -> None
     choices = cfg.hydra.runtime.choices
     assert (choices.model, choices.augmentation, choices.trainer) == ("mobilevit_xs", "strong", "gpu")
     assert cfg.data.split_protocol == "stratified" and cfg.data.image_size == 256 and cfg.trainer.max_epochs == 300
-    assert cfg.data.resolution_schedule == [[0, 128], [0.35, 192], [0.7, 256]] and cfg.module.hflip_tta
+    schedule = ResolutionSchedule.from_config(cfg.data.resolution_schedule, cfg.data.image_size)
+    assert schedule.sizes == [128, 192, 256] and cfg.data.resolution_schedule_batch == "fixed" and cfg.module.hflip_tta
     tiny = make_cfg(
         ["experiment=flowers102_xs", *NOT_SYNTHETIC, *TINY_SYNTHETIC, *FAST_TRAIN, *TINY_BUDGET, "model=mobilevit_xs",
          "data.resolution_schedule=[[0,32],[0.5,64]]"]
@@ -265,6 +272,7 @@ def test_finetune_recipe_loads_pretrained_weights_and_trains_the_head_faster(
         + [f"model.pretrained={weights}", "test=false", "data.eval_image_size=48"]
     )
     assert cfg.module.backbone_lr_scale == 0.1 and cfg.optimizer.lr == 1e-3
+    assert cfg.hydra.runtime.choices.scheduler == "cosine" and cfg.data.resolution_schedule is None  # full size only
     recorder = StateRecorder()
     original = train_script.instantiate_callbacks
     monkeypatch.setattr(train_script, "instantiate_callbacks", lambda group: [*original(group), recorder])

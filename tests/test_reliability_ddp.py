@@ -25,7 +25,7 @@ SAME_STEPS = [
     "optimizer.momentum=0", "optimizer.nesterov=false", "scheduler=none", "trainer.max_epochs=3",
     "trainer.precision=32-true", "logger=csv", "test=false", "callbacks.reports=null",
     "callbacks.rich_progress_bar=null", "callbacks.rich_model_summary=null", "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
+    "trainer.enable_model_summary=false", "trainer.gradient_clip_val=null",
 ]  # fmt: skip
 DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
 # What DDP must guarantee, checked to float32 rounding: after every step both ranks hold the same weights, and those

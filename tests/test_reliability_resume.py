@@ -256,8 +256,8 @@ def test_resume_into_a_new_run_keeps_the_whole_runs_best(make_cfg) -> None:
     schedule = "{0: 0.5, 1: 0.75, 2: 0.25}"
     run = [
         *TINY_SYNTHETIC, *FAST_TRAIN, "model=mobilevit_xxs", "logger=none", "test=true", "trainer.max_epochs=3",
-        "trainer.deterministic=true", f"+callbacks.script._target_={__name__}.ScriptedValAccuracy",
-        f"+callbacks.script.schedule={schedule}",
+        "trainer.deterministic=true", "test_weights=best",
+        f"+callbacks.script._target_={__name__}.ScriptedValAccuracy", f"+callbacks.script.schedule={schedule}",
     ]  # fmt: skip
     metrics, uninterrupted = train(make_cfg(run, run_name="uninterrupted"))
     first_cfg = make_cfg([*run, f"+callbacks.stop._target_={__name__}.StopAfterEpoch", "+callbacks.stop.epoch=1"],

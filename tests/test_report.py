@@ -48,9 +48,9 @@ def test_training_writes_a_summary_that_the_report_tabulates_and_plots(make_cfg,
     assert lines[0] == "| " + " | ".join(COLUMNS) + " |" and len(lines) == 2 + len(runs)
     for line, summary in zip(lines[2:], runs, strict=True):  # oldest first
         cells = [cell.strip() for cell in line.strip("|").split("|")]
-        resolution = "32 px" if summary["eval_image_size"] == 32 else "32 px (test 64)"
+        resolution = "32 px (test flip TTA)" if summary["eval_image_size"] == 32 else "32 px (test 64, flip TTA)"
         assert cells[1] == summary["model"] and cells[4] == resolution and cells[5] == "2"
-        assert cells[7] == machine_label(summary["machine"]) and cells[8] == "best on val"
+        assert cells[7] == machine_label(summary["machine"]) and cells[8] == "last"  # train.py's defaults
         assert cells[10] == f"{100 * summary['metrics']['test/acc']:.1f} %"
         assert cells[11] == f"{summary['metrics']['test/f1']:.3f}"
     tries = experiments_file.read_text().splitlines()[2:]

@@ -17,27 +17,44 @@ from train import train
 
 
 def test_size_at_follows_the_milestones() -> None:
-    schedule = ResolutionSchedule.from_config([[0, 64], [0.5, 96], [0.8, 112]])
+    schedule = ResolutionSchedule.from_config([[0, 64], [0.5, 96], [0.8, 112]], image_size=256)
     assert [schedule.size_at(p) for p in (0.0, 0.49, 0.5, 0.79, 0.8, 1.0)] == [64, 64, 96, 96, 112, 112]
     assert schedule.sizes == [64, 96, 112]
-    assert ResolutionSchedule.from_config(None) is None
+    assert ResolutionSchedule.from_config(None, image_size=256) is None
+
+
+@pytest.mark.parametrize(
+    ("image_size", "sizes"),
+    [(256, [128, 192, 256]), (128, [64, 96, 128]), (224, [128, 160, 224]), (160, [96, 128, 160]), (100, [64, 64, 100]), (32, [32, 32, 32])],
+)
+def test_fractions_of_the_image_size_round_to_multiples_of_32(image_size: int, sizes: list[int]) -> None:
+    """0.5 / 0.75 x image_size rounded half up to a multiple of 32 (at least 32); 1.0 is image_size itself."""
+    schedule = ResolutionSchedule.from_config([[0, 0.5], [0.35, 0.75], [0.7, 1.0]], image_size=image_size)
+    assert schedule.milestones == tuple(zip((0.0, 0.35, 0.7), sizes))
+    mixed = ResolutionSchedule.from_config([[0, 64], [0.5, 1.0]], image_size=image_size)
+    assert mixed.sizes == [64, image_size]
 
 
 @pytest.mark.parametrize(
     "value",
-    [[], [[0.1, 64]], [[0, 64], [0.5, 16]], [[0, 64], [0.6, 96], [0.5, 112]], [[0, 64], [1.0, 96]], "64", [[0, 64.5]]],
-)
+    [[], [[0.1, 64]], [[0, 64], [0.5, 16]], [[0, 64], [0.6, 96], [0.5, 112]], [[0, 64], [1.0, 96]], "64", [[0, 64.5]],
+     [[0, 0.0]], [[0, 1.5]], [[0, True]]],
+)  # fmt: skip
 def test_bad_schedules_are_one_line_naming_the_key(value) -> None:
     with pytest.raises(UserInputError, match="data.resolution_schedule") as info:
-        ResolutionSchedule.from_config(value)
+        ResolutionSchedule.from_config(value, image_size=128)
     assert "\n" not in str(info.value)
 
 
-def test_explicit_multiscale_sizes_and_a_schedule_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(UserInputError, match="data.multiscale_sizes cannot be combined"):
-        SyntheticDataModule(
-            tmp_path, multiscale=True, multiscale_sizes=[32, 64], resolution_schedule=[[0, 32], [0.5, 64]]
-        )
+def test_explicit_multiscale_sizes_scale_with_the_scheduled_size(tmp_path: Path) -> None:
+    """multiscale_sizes are the sizes at image_size; at half the size they halve (rounded to multiples of 32)."""
+    schedule = [[0, 0.5], [0.5, 1.0]]
+    datamodule = SyntheticDataModule(
+        tmp_path, image_size=128, multiscale=True, multiscale_sizes=[96, 128, 160], resolution_schedule=schedule
+    )
+    assert datamodule._multiscale_sizes_at(128) == [96, 128, 160]
+    assert datamodule._multiscale_sizes_at(64) == [64, 96]  # 48 -> 64, 64, 80 -> 96
+    assert datamodule.training_sizes() == [64, 96, 128, 160]
 
 
 class RecordSizes(L.Callback):
@@ -95,6 +112,14 @@ def test_fixed_batches_keep_the_batch_size_at_every_size(make_cfg, tmp_path: Pat
     steps, _ = _run(make_cfg, tmp_path, ["data.resolution_schedule_batch=fixed"])
     assert {(size, batch) for _, size, batch in steps} == {(32, 4), (64, 4)}
     assert [len([s for s in steps if s[0] == epoch]) for epoch in range(4)] == [9, 9, 9, 9]
+
+
+def test_fractions_train_like_pixels_and_the_summary_records_pixels(make_cfg, tmp_path: Path) -> None:
+    """[[0, 0.5], [0.5, 1.0]] at 64 px trains as [[0, 32], [0.5, 64]]; summary.json (and the report) get pixels."""
+    steps, objects = _run(make_cfg, tmp_path, ["data.resolution_schedule=[[0,0.5],[0.5,1.0]]"])
+    assert sorted({(epoch, size) for epoch, size, _ in steps}) == [(0, 32), (1, 32), (2, 64), (3, 64)]
+    summary = json.loads((Path(objects["cfg"].paths.output_dir) / "summary.json").read_text())
+    assert summary["resolution_schedule"] == [[0.0, 32], [0.5, 64]]
 
 
 def test_resolution_schedule_batch_names_its_choices(tmp_path: Path) -> None:

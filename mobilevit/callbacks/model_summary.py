@@ -22,6 +22,15 @@ class _LayersOnly(ModelSummary):
             if not any(name == metric or name.startswith(metric + ".") for metric in metrics)
         ]
 
+    def _forward_example_input(self) -> None:
+        """One plain forward pass: FLOPs and sizes per image, without flip TTA's second pass in eval mode."""
+        hflip_tta = getattr(self._model, "hflip_tta", False)
+        self._model.hflip_tta = False
+        try:
+            super()._forward_example_input()
+        finally:
+            self._model.hflip_tta = hflip_tta
+
 
 class NetworkSummary(RichModelSummary):
     """:class:`~lightning.pytorch.callbacks.RichModelSummary` of the network's layers only.

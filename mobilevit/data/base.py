@@ -27,6 +27,7 @@ from mobilevit.data.sampler import (
     default_multiscale_sizes,
     resolve_multiscale_sizes,
     scaled_batch_size,
+    scaled_image_size,
 )
 from mobilevit.data.transforms import (
     AugmentationPreset,
@@ -102,14 +103,15 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
             optional batch transform, e.g. MixUp/CutMix); None trains on evaluation-transformed images.
         multiscale: train with variable resolution and batch size (see :mod:`mobilevit.data.sampler`);
             validation and test stay at ``eval_image_size``.
-        multiscale_sizes: training resolutions; None derives them from ``image_size``
-            (256 -> 160, 192, 256, 288, 320).
+        multiscale_sizes: training resolutions at ``image_size``; None derives them from ``image_size``
+            (256 -> 160, 192, 256, 288, 320). Under a resolution schedule they scale with the scheduled size.
         multiscale_seed: seed of the multi-scale index shuffle and resolution order (same on all ranks).
         skip_bad_images: what to do with image files that :meth:`check_images` finds unreadable: False stops
             with one error that lists them all, True trains without them and logs which.
         resolution_schedule: progressive resizing, ``[[fraction, size], ...]`` (see
             :class:`mobilevit.data.resolution.ResolutionSchedule`): the training size from that fraction of the
-            training budget on. None trains at ``image_size`` throughout.
+            training budget on, in pixels (int) or as a fraction of ``image_size`` (float). None trains at
+            ``image_size`` throughout.
         resolution_schedule_batch: ``"pixels"``: the batch size scales with the scheduled size to hold the pixels of
             ``batch_size`` images at ``image_size`` (every step costs about the same); ``"fixed"``: ``batch_size`` at
             every size (small images then give more, cheaper steps, as in FFCV's recipes).
@@ -161,16 +163,12 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         self.augmentation = augmentation
         if augmentation is not None:
             check_augmentation_preset(augmentation, image_size)
-        self.resolution_schedule = ResolutionSchedule.from_config(resolution_schedule)
+        self.resolution_schedule = ResolutionSchedule.from_config(resolution_schedule, self.image_size)
         self.resolution_schedule_batch = require_choice(
             resolution_schedule_batch, "data.resolution_schedule_batch", RESOLUTION_SCHEDULE_BATCHES
         )
         self.multiscale = bool(multiscale)
-        if self.multiscale and self.resolution_schedule is not None and multiscale_sizes is not None:
-            raise UserInputError(
-                "data.multiscale_sizes cannot be combined with data.resolution_schedule: with a schedule the "
-                "multi-scale sizes follow the scheduled size; set data.multiscale_sizes=null."
-            )
+        self._explicit_multiscale_sizes = multiscale_sizes is not None
         self.multiscale_sizes: list[int] = (
             resolve_multiscale_sizes(image_size, multiscale_sizes) if self.multiscale else []
         )
@@ -288,8 +286,12 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         return sorted({size for size, _ in self.training_batch_shapes()})
 
     def _multiscale_sizes_at(self, size: int) -> list[int]:
-        if self.resolution_schedule is None:
+        """The multi-scale sizes around a scheduled ``size``: the default factors x ``size``, or the configured
+        ``multiscale_sizes`` scaled by ``size / image_size`` (rounded to multiples of 32)."""
+        if self.resolution_schedule is None or size == self.image_size:
             return self.multiscale_sizes
+        if self._explicit_multiscale_sizes:
+            return sorted({scaled_image_size(s, size / self.image_size) for s in self.multiscale_sizes})
         return default_multiscale_sizes(size)
 
     def train_size(self) -> int:

@@ -30,13 +30,14 @@ MULTISCALE_FACTORS: tuple[float, ...] = (0.625, 0.75, 1.0, 1.125, 1.25)
 SIZE_MULTIPLE = 32  # the networks' output stride
 
 
+def scaled_image_size(image_size: int, factor: float) -> int:
+    """``factor x image_size`` rounded (half up) to a multiple of 32, at least 32."""
+    return max(SIZE_MULTIPLE, math.floor(factor * image_size / SIZE_MULTIPLE + 0.5) * SIZE_MULTIPLE)
+
+
 def default_multiscale_sizes(image_size: int) -> list[int]:
     """``MULTISCALE_FACTORS x image_size`` rounded (half up) to multiples of 32, at least 32, sorted, unique."""
-    sizes = {
-        max(SIZE_MULTIPLE, math.floor(factor * image_size / SIZE_MULTIPLE + 0.5) * SIZE_MULTIPLE)
-        for factor in MULTISCALE_FACTORS
-    }
-    return sorted(sizes)
+    return sorted({scaled_image_size(image_size, factor) for factor in MULTISCALE_FACTORS})
 
 
 def resolve_multiscale_sizes(image_size: int, sizes: Sequence[int] | None = None) -> list[int]:
