@@ -7,12 +7,21 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST_TRAIN, TINY_SYNTHETIC
+from conftest import FAST_TRAIN, ROOT, TINY_SYNTHETIC
 from PIL import Image
 
 from mobilevit import run_summary
+from mobilevit.errors import UserInputError
 from mobilevit.models import create_model
-from mobilevit.report import COLUMNS, find_summaries, main, markdown_table
+from mobilevit.report import (
+    COLUMNS,
+    README_BEGIN,
+    README_END,
+    find_summaries,
+    main,
+    markdown_table,
+    replace_readme_table,
+)
 from mobilevit.utils.machine import machine_label
 from train import train
 
@@ -60,6 +69,25 @@ def test_training_writes_a_summary_that_the_report_tabulates_and_plots(make_cfg,
     with Image.open(plot_file) as image:
         assert image.format == "PNG" and image.size[0] > 800
     assert markdown_table(find_summaries([run_dirs[0]])).count("\n") == 3
+
+
+def test_readme_table_is_rewritten_between_its_markers(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# intro\n{README_BEGIN}\n| old | table |\n{README_END}\nafter\n")
+    replace_readme_table(readme, "| new |\n")
+    assert readme.read_text() == f"# intro\n{README_BEGIN}\n| new |\n{README_END}\nafter\n"
+    readme.write_text("no markers\n")
+    with pytest.raises(UserInputError, match="README.md needs the lines"):
+        replace_readme_table(readme, "| new |\n")
+
+
+def test_committed_readme_table_is_the_one_generated_from_docs_runs() -> None:
+    """The README's results table equals `python -m mobilevit.report docs/runs --readme README.md` output: no cell
+    is typed by hand or left stale after a run is added."""
+    text = (ROOT / "README.md").read_text()
+    committed = text[text.index(README_BEGIN) + len(README_BEGIN) + 1 : text.index(README_END)]
+    assert committed == markdown_table(find_summaries([ROOT / "docs" / "runs"]))
+    assert committed == (ROOT / "docs" / "results.md").read_text()
 
 
 def test_report_without_runs_is_a_clear_error(tmp_path: Path, capsys) -> None:
