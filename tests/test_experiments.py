@@ -220,17 +220,18 @@ def test_renamed_options_still_work_with_a_deprecation_line(group: str, old: str
 
 
 CPU_RECIPES = {
-    # experiment: (split protocol, image size, epochs, wall-time safety net, EMA)
-    "flowers102_cpu": ("official", 128, 10000, "00:00:26:00", False),
-    "flowers102_stratified_cpu": ("stratified", 128, 10000, "00:01:26:00", False),
+    # experiment: (split protocol, image size, images per step, epochs, time budget, EMA)
+    "flowers102_cpu": ("official", 128, 32, 10000, "00:00:28:00", False),
+    "flowers102_stratified_cpu": ("stratified", 128, 64, 10000, "00:01:26:00", False),
 }
 
 
 @pytest.mark.parametrize("experiment", sorted(CPU_RECIPES))
 def test_cpu_recipes_compose_and_train_on_a_tiny_budget(experiment: str, make_cfg) -> None:
-    protocol, image_size, epochs, max_time, ema = CPU_RECIPES[experiment]
+    protocol, image_size, batch_size, epochs, max_time, ema = CPU_RECIPES[experiment]
     cfg = make_cfg([f"experiment={experiment}"])
     assert cfg.data.get("split_protocol", "official") == protocol and cfg.data.image_size == image_size
+    assert cfg.data.batch_size == batch_size and cfg.data.resolution_schedule_batch == "fixed"
     assert cfg.data.root == f"{cfg.paths.data_dir}/flowers102"  # no machine's path in a recipe
     assert cfg.trainer.accelerator == "cpu" and cfg.trainer.max_epochs == epochs and cfg.trainer.max_time == max_time
     assert cfg.hydra.runtime.choices.model == "mobilevit_xxs" and ("ema" in cfg.callbacks) is ema
