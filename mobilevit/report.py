@@ -4,7 +4,7 @@ Every train.py run writes ``summary.json`` into its run directory (:mod:`mobilev
 collects them into a markdown table and a plot of test accuracy against parameters and latency:
 
     python -m mobilevit.report logs/train/runs/2026-11-25_05-00-00 logs/train/runs/2026-11-25_06-00-00
-    python -m mobilevit.report logs/train --output docs/results.md --plot docs/results.png --readme README.md
+    python -m mobilevit.report docs/runs --output docs/results.md --plot docs/results.png --readme README.md
 
 Nothing in the table is typed by hand: every cell comes from a summary.json. ``--readme`` rewrites the table
 between the file's :data:`README_BEGIN` and :data:`README_END` markers.
