@@ -42,13 +42,12 @@ from mobilevit.utils import (
     instantiate_loggers,
     instantiate_optional,
     register_config_resolvers,
-    resolve_ckpt_path,
     resolved_config,
     set_project_root,
     silence_upstream_warnings,
     warn_renamed_options,
 )
-from mobilevit.checkpoint import load_checkpoint
+from mobilevit.resume import restore_run_config, write_resume_record
 from mobilevit.utils.validation import check_train_data, validate_train_config
 
 set_project_root(Path(__file__).parent)
@@ -151,21 +150,30 @@ def _fit(trainer: L.Trainer, **kwargs: Any) -> BaseException | None:
     return None
 
 
+def _command_overrides() -> list[str]:
+    """This run's command-line overrides (empty outside a Hydra run)."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
-    """Fit (and optionally test) the configured model; returns (metrics, objects built)."""
+    """Fit (and optionally test) the configured model; returns (metrics, objects built).
+
+    With ``ckpt_path`` the run resumes from the checkpoint's stored config plus this command's overrides
+    (:func:`mobilevit.resume.restore_run_config`)."""
     started = time.perf_counter()
     warn_renamed_options()
+    cfg, resume = restore_run_config(cfg, _command_overrides())
     validate_train_config(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     output_dir = cfg.paths.output_dir
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), Path(cfg.paths.log_dir) / cfg.task_name, exclude=output_dir)
+    ckpt_path = resume.ckpt_path if resume else None
+    if resume and rank_zero_only.rank == 0:
+        write_resume_record(output_dir, resume)
 
     augmentation = instantiate_optional(cfg.get("augmentation"))
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data, augmentation=augmentation)
-    # Read with weights_only=True: an unsafe file is refused here, before training.
-    ckpt_classes = load_checkpoint(ckpt_path)["hyper_parameters"].get("num_classes") if ckpt_path else None
-    check_train_data(cfg, datamodule, ckpt_path, ckpt_classes)
+    check_train_data(cfg, datamodule, ckpt_path, resume.class_names if resume else None)
     net = hydra.utils.instantiate(cfg.model, num_classes=datamodule.num_classes)
     run_cfg = resolved_config(cfg)
     # Partial first: the plain run config must reach the module as is, not be instantiated by Hydra.
@@ -240,11 +248,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             wall_time_s=time.perf_counter() - started,
             device=trainer.strategy.root_device,
             experiment=_experiment_name(),
-            overrides=list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
+            overrides=_command_overrides(),
             time_to_accuracy=next(
                 (callback.points for callback in trainer.callbacks if isinstance(callback, TimeToAccuracy)), ()
             ),
             stopped=stopped,
+            resumed_from=resume.to_dict() if resume else None,
         )
     last_ckpt = checkpoint_cb.last_model_path if checkpoint_cb else None
     _print_next_steps(output_dir, trainer.loggers, best_ckpt or last_ckpt, metrics)

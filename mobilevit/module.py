@@ -273,6 +273,25 @@ class ImageClassifier(L.LightningModule):
         images, targets = batch
         return {"logits": self(self._images(images)).float().cpu(), "targets": targets.cpu()}
 
+    def on_train_start(self) -> None:
+        """Train at the learning rate configured now. On a resume Lightning has just restored the optimizer's and the
+        scheduler's learning rates from the checkpoint; a resume with a new ``optimizer.lr`` must train at it, its
+        schedule included (without a change this sets the values they already have)."""
+        configured = getattr(self, "_configured_lrs", None)
+        if not configured:
+            return
+        optimizer = self.trainer.optimizers[0]
+        schedulers = self.trainer.lr_scheduler_configs
+        lrs = configured
+        if schedulers:
+            scheduler = schedulers[0].scheduler
+            scheduler.base_lrs = list(configured)
+            lrs = scheduler.get_lr()
+        for group, lr, initial in zip(optimizer.param_groups, lrs, configured):
+            group["lr"] = lr
+            if "initial_lr" in group:
+                group["initial_lr"] = initial
+
     def training_progress(self) -> float:
         """Fraction of the run's training budget spent (epochs, steps or ``max_time``), for the lr schedule."""
         return training_progress(self.trainer)
@@ -291,9 +310,12 @@ class ImageClassifier(L.LightningModule):
         optimizer = self.optimizer_factory(params=weight_decay_param_groups(self.net, head, scale))
         for group in optimizer.param_groups:
             group["lr"] *= group["lr_scale"]
+        self._configured_lrs = [group["lr"] for group in optimizer.param_groups]
         if self.scheduler_factory is None:
             return optimizer
-        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        # A pure time budget (max_epochs=-1 or null with max_time) has no step count: the schedule follows progress.
+        stepping_batches = self.trainer.estimated_stepping_batches
+        total_steps = max(1, int(stepping_batches)) if math.isfinite(stepping_batches) else None
         scheduler = self.scheduler_factory(
             optimizer=optimizer,
             total_steps=total_steps,

@@ -31,10 +31,17 @@ from mobilevit.checkpoint import classifier_from_weights, read_trained
 from mobilevit.data.images import IMAGE_EXTENSIONS, is_image_file, load_image
 from mobilevit.errors import UserInputError, require_int
 from mobilevit.module import hflip_tta_logits
-from mobilevit.utils import display_path, exit_on_user_error, resolve_ckpt_path, set_project_root
+from mobilevit.utils import (
+    display_path,
+    exit_on_user_error,
+    register_config_resolvers,
+    resolve_ckpt_path,
+    set_project_root,
+)
 from mobilevit.utils.precision import autocast_dtype
 
 set_project_root(Path(__file__).resolve().parents[1])
+register_config_resolvers()  # the run directory's ${claim_run_dir:...}
 
 CSV_COLUMNS: tuple[str, ...] = ("file", "rank", "class_index", "class_name", "probability")
 NO_IMAGE_EXIT_CODE = 1

@@ -82,13 +82,15 @@ def write_run_summary(
     overrides: Sequence[str] = (),
     time_to_accuracy: Sequence[dict[str, float]] = (),
     stopped: dict[str, Any] | None = None,
+    resumed_from: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``<output_dir>/summary.json``: what was trained, on what, for how long, how well, and why and when
     training stopped (``stopped``: reason, epoch, global_step, time).
 
     ``overrides`` are the run's command-line overrides (the record of what a try changed; see
     :func:`shareable_overrides`), ``time_to_accuracy`` the
-    validation points of :class:`mobilevit.callbacks.TimeToAccuracy`.
+    validation points of :class:`mobilevit.callbacks.TimeToAccuracy`, ``resumed_from`` the
+    :class:`mobilevit.resume.ResumeRecord` of a resumed run.
     """
     image_size = int(run_cfg["data"]["image_size"])
     eval_image_size = Preprocessing.from_data_config(run_cfg["data"]).image_size  # what train.py checkpoints record
@@ -115,6 +117,7 @@ def write_run_summary(
         "time_to_accuracy": list(time_to_accuracy),
         "machine": machine_info(device),
         "stopped": stopped,
+        "resumed_from": resumed_from,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     path = Path(output_dir) / SUMMARY_FILE

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import lightning as L
@@ -94,7 +95,7 @@ def test_time_budget_anneals_to_zero_when_the_time_runs_out(make_cfg) -> None:
     """A run limited by trainer.max_time (5 s) with many epochs left: the lr reaches ~0 as the timer stops it."""
     cfg = make_cfg([*TINY_SYNTHETIC, *FAST_TRAIN, "model=mobilevit_xxs", "logger=none", "test=false",
                     "callbacks.reports=null", "scheduler=linear", "scheduler.warmup_epochs=0", "optimizer.lr=0.01",
-                    "trainer.max_epochs=10000", "+trainer.max_time=00:00:00:05", "trainer.check_val_every_n_epoch=1000"])  # fmt: skip
+                    "trainer.max_epochs=10000", "trainer.max_time=00:00:00:05", "trainer.check_val_every_n_epoch=1000"])  # fmt: skip
     _, objects = train(cfg)
     trainer = objects["trainer"]
     scheduler = trainer.lr_scheduler_configs[0].scheduler
@@ -102,3 +103,21 @@ def test_time_budget_anneals_to_zero_when_the_time_runs_out(make_cfg) -> None:
     final = scheduler.get_last_lr()[0]
     assert final <= 0.01 * 0.15  # the last step started in the last ~15 % of the time budget
     assert scheduler.decay_start == pytest.approx(0.0, abs=0.05)
+
+
+@pytest.mark.parametrize("max_epochs", ["-1", "null"])
+def test_a_pure_time_budget_trains_until_the_time_runs_out(make_cfg, max_epochs: str) -> None:
+    """trainer.max_epochs=-1 or null with trainer.max_time: no epoch or step count, so the learning-rate decay and
+    the resolution schedule follow the time alone, and the run stops on time."""
+    cfg = make_cfg([*TINY_SYNTHETIC, *FAST_TRAIN, "model=mobilevit_xxs", "logger=none", "test=false",
+                    "callbacks.reports=null", "scheduler=linear", "scheduler.warmup_epochs=0", "optimizer.lr=0.01",
+                    f"trainer.max_epochs={max_epochs}", "trainer.max_time=00:00:00:06",
+                    "data.resolution_schedule=[[0, 32], [0.5, 64]]", "data.source_size=64"])  # fmt: skip
+    started = time.monotonic()
+    _, objects = train(cfg)
+    trainer = objects["trainer"]
+    assert time.monotonic() - started < 120
+    assert trainer.current_epoch >= 2 and trainer.max_epochs == -1
+    assert trainer.check_val_every_n_epoch == 10  # the default interval without an epoch budget
+    assert trainer.lr_scheduler_configs[0].scheduler.get_last_lr()[0] <= 0.01 * 0.2
+    assert trainer.datamodule.train_size() == 64  # the size schedule followed the time to its last size

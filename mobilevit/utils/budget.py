@@ -48,3 +48,15 @@ def training_progress(trainer: L.Trainer, within_epoch: bool = True) -> float:
     if time_fraction is not None:
         fractions.append(time_fraction)
     return min(1.0, max(fractions, default=0.0))
+
+
+VALIDATIONS_PER_RUN = 30  # the default validation interval spreads about this many validations over a run
+
+
+def validation_interval(max_epochs: int | None, open_ended: int = 10) -> int:
+    """Default ``trainer.check_val_every_n_epoch``: about :data:`VALIDATIONS_PER_RUN` validations over
+    ``max_epochs`` (every epoch up to 30 epochs, every 10th of 300), so validation stays a small share of the
+    compute; ``open_ended`` for a run without an epoch budget (``max_epochs`` -1 or null: a time or step budget)."""
+    if max_epochs is None or int(max_epochs) <= 0:
+        return open_ended
+    return max(1, round(int(max_epochs) / VALIDATIONS_PER_RUN))

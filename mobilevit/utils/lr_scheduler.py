@@ -30,7 +30,8 @@ class WarmupDecayLR(LRScheduler):
 
     Args:
         optimizer: wrapped optimizer; each param group decays from its own initial lr.
-        total_steps: optimizer steps of the whole run (e.g. ``trainer.estimated_stepping_batches``).
+        total_steps: optimizer steps of the whole run (e.g. ``trainer.estimated_stepping_batches``); None for a
+            run without a step count (a pure time budget), which then needs ``progress``.
         steps_per_epoch: optimizer steps per epoch, used to convert ``warmup_epochs`` to steps.
         warmup_epochs: length of the linear warmup in epochs (fractions allowed); 0 disables it.
         min_lr: learning rate reached at the end of the budget (capped at each group's initial lr).
@@ -46,7 +47,7 @@ class WarmupDecayLR(LRScheduler):
     def __init__(
         self,
         optimizer: Optimizer,
-        total_steps: int,
+        total_steps: int | None,
         steps_per_epoch: int = 1,
         warmup_epochs: float = 0.0,
         min_lr: float = 0.0,
@@ -55,7 +56,9 @@ class WarmupDecayLR(LRScheduler):
         progress: Callable[[], float] | None = None,
         last_epoch: int = -1,
     ) -> None:
-        if total_steps < 1:
+        if total_steps is None and progress is None:
+            raise ValueError("total_steps=None (an open-ended run) needs progress (the fraction of the budget spent)")
+        if total_steps is not None and total_steps < 1:
             raise ValueError(f"total_steps must be >= 1, got {total_steps}")
         if warmup_epochs < 0 or min_lr < 0 or not 0.0 <= warmup_start_factor <= 1.0:
             raise ValueError(
@@ -64,9 +67,10 @@ class WarmupDecayLR(LRScheduler):
             )
         if decay not in DECAYS:
             raise UserInputError(f"scheduler.decay must be one of {list(DECAYS)}, got {decay!r}.")
-        self.total_steps = int(total_steps)
-        # Keep at least one decay step so the schedule always ends at min_lr.
-        self.warmup_steps = min(int(round(warmup_epochs * max(1, steps_per_epoch))), self.total_steps - 1)
+        self.total_steps = None if total_steps is None else int(total_steps)
+        self.warmup_steps = int(round(warmup_epochs * max(1, steps_per_epoch)))
+        if self.total_steps is not None:  # keep at least one decay step so the schedule always ends at min_lr
+            self.warmup_steps = min(self.warmup_steps, self.total_steps - 1)
         self.min_lr = float(min_lr)
         self.warmup_start_factor = float(warmup_start_factor)
         self.decay = decay

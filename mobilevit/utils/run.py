@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.text import Text
 
 from mobilevit.errors import UserInputError
+from mobilevit.utils.budget import validation_interval
 from mobilevit.utils.precision import fast_precision
 
 USER_ERROR_EXIT_CODE = 2
@@ -83,9 +84,37 @@ def warn_renamed_options() -> list[str]:
     return lines
 
 
+_CLAIMED_DIRS: dict[str, str] = {}
+
+
+def claim_run_dir(path: str) -> str:
+    """Create and return a directory of its own for this run: ``path`` itself, or ``path_2``, ``path_3``, ... when
+    another run (another process, started in the same second) has it already.
+
+    ``os.mkdir`` is atomic, also on shared network file systems, so two runs never get the same directory. The same
+    ``path`` gives the same answer for the rest of the process (Hydra resolves ``hydra.run.dir`` more than once).
+    """
+    if path not in _CLAIMED_DIRS:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        for attempt in range(1, 10_000):
+            candidate = path if attempt == 1 else f"{path}_{attempt}"
+            try:
+                os.mkdir(candidate)
+            except FileExistsError:
+                continue
+            _CLAIMED_DIRS[path] = candidate
+            break
+        else:
+            raise UserInputError(f"Could not create a run directory next to '{path}': 10,000 names are taken.")
+    return _CLAIMED_DIRS[path]
+
+
 def register_config_resolvers() -> None:
-    """Register the resolvers the configs use (``${fast_precision:<accelerator>}``); call before composing them."""
+    """Register the resolvers the configs use (``${fast_precision:<accelerator>}``, ``${claim_run_dir:<path>}``,
+    ``${validation_interval:<max_epochs>}``); call before composing them."""
     OmegaConf.register_new_resolver("fast_precision", fast_precision, replace=True)
+    OmegaConf.register_new_resolver("claim_run_dir", claim_run_dir, replace=True)
+    OmegaConf.register_new_resolver("validation_interval", validation_interval, replace=True)
 
 
 def set_project_root(path: str | Path) -> None:
