@@ -283,10 +283,11 @@ class ImageClassifier(L.LightningModule):
         optimizer = self.trainer.optimizers[0]
         schedulers = self.trainer.lr_scheduler_configs
         lrs = configured
-        if schedulers:
+        if schedulers:  # the schedule's value at the restored step, scaled by new / old initial lr
             scheduler = schedulers[0].scheduler
+            restored = scheduler.base_lrs
+            lrs = [group["lr"] * new / old for group, new, old in zip(optimizer.param_groups, configured, restored)]
             scheduler.base_lrs = list(configured)
-            lrs = scheduler.get_lr()
         for group, lr, initial in zip(optimizer.param_groups, lrs, configured):
             group["lr"] = lr
             if "initial_lr" in group:

@@ -21,8 +21,7 @@ STEPS_PER_EPOCH = 3
 # resume that rebuilt today's defaults would fail or train another network.
 RUN = [
     *TINY_SYNTHETIC, *FAST_TRAIN, "model=mobilevit_xxs", "logger=none", "test=false", "callbacks.reports=null",
-    "augmentation=none", "trainer.max_epochs=3", "optimizer.lr=2e-3", "scheduler.warmup_epochs=1",
-    f"+callbacks.lr._target_={__name__}.RecordLR",
+    "augmentation=none", "trainer.max_epochs=3", "optimizer.lr=2e-3", f"+callbacks.lr._target_={__name__}.RecordLR",
 ]  # fmt: skip
 # What a resume command passes: where to resume from, and the test's location settings (paths come from today).
 RESUME_BASE = ["trainer.enable_progress_bar=false"]
@@ -60,9 +59,11 @@ def _interrupted_run(make_cfg, extra: list[str] = ()) -> Path:
 
 def test_resume_without_the_runs_overrides_continues_the_run(make_cfg) -> None:
     """Resumed with nothing but ckpt_path (today's defaults are XS on Flowers-102): the run's own network, data and
-    schedule continue, global step and learning rate exactly as in the uninterrupted run."""
-    _, uninterrupted = train(make_cfg(RUN, run_name="uninterrupted"))
-    first_dir = _interrupted_run(make_cfg)
+    schedule (a one-epoch warm-up, then a linear decay) continue, global step and learning rate exactly as in the
+    uninterrupted run."""
+    schedule = ["scheduler=linear", "scheduler.warmup_epochs=1"]
+    _, uninterrupted = train(make_cfg([*RUN, *schedule], run_name="uninterrupted"))
+    first_dir = _interrupted_run(make_cfg, schedule)
 
     cfg = make_cfg([*RESUME_BASE, f"ckpt_path={first_dir}", "+callbacks.stop=null"], run_name="resumed")
     _, resumed = train(cfg)
@@ -100,7 +101,7 @@ def test_resume_with_a_new_lr_trains_at_it(make_cfg, scheduler: str) -> None:
     [
         ("model=mobilevitv2_050", "model.name", "mobilevit_xxs", "mobilevitv2_050"),
         ("model.drop_rate=0.3", "model.drop_rate", None, "0.3"),
-        ("data.num_classes=4", "data.num_classes", "3", "4"),
+        ("+data.num_classes=4", "data.num_classes", "3", "4"),  # + : today's default data (flowers102) lacks it
         ("data=imagefolder", "data._target_", "SyntheticDataModule", "ImageFolderDataModule"),
     ],
 )
