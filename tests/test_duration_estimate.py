@@ -26,9 +26,10 @@ def _trainer(max_epochs: int, schedule: ResolutionSchedule | None, check_val_eve
 
 
 def _measured(size: int, seconds_per_image: float, batch: int = 8, steps: int = 4) -> DurationEstimate:
-    estimate = DurationEstimate(warmup_steps=0)
-    estimate._size, estimate._steps_at_size = size, steps
-    estimate._measured_images, estimate._measured_seconds = batch * steps, batch * steps * seconds_per_image
+    """An estimate that measured ``steps`` steps of ``batch`` images at ``size`` px after 2 slow warm-up steps."""
+    estimate = DurationEstimate(warmup_steps=2)
+    estimate._size = size
+    estimate._steps = [(100.0, batch)] * 2 + [(batch * seconds_per_image, batch)] * steps
     return estimate
 
 

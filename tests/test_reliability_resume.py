@@ -289,3 +289,25 @@ def test_resume_into_a_new_run_keeps_the_whole_runs_best(make_cfg) -> None:
         json.loads(Path(objects["cfg"].paths.output_dir, "summary.json").read_text()) for objects in (uninterrupted, resumed)
     ]
     assert summaries[0]["metrics"] == summaries[1]["metrics"] and summaries[0]["epochs"] == summaries[1]["epochs"] == 3
+
+
+class RecordLastCheckpointEpoch(Callback):
+    """At the start of every epoch, the completed epochs that checkpoints/last.ckpt holds (None: no file yet)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        self.epochs: list[int | None] = []
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.epochs.append(_load(self.path)["epoch"] if self.path.is_file() else None)
+
+
+def test_last_checkpoint_is_written_after_every_epoch_when_validation_is_less_frequent(make_cfg) -> None:
+    """check_val_every_n_epoch=3: last.ckpt still holds every finished epoch (a crash loses at most one)."""
+    cfg = make_cfg([*COMMON, "trainer.max_epochs=4", "trainer.check_val_every_n_epoch=3"])
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    cfg = make_cfg([*COMMON, "trainer.max_epochs=4", "trainer.check_val_every_n_epoch=3",
+                    f"+callbacks.record._target_={__name__}.RecordLastCheckpointEpoch", f"+callbacks.record.path={last}"])  # fmt: skip
+    _, objects = train(cfg)
+    (recorder,) = [cb for cb in objects["trainer"].callbacks if isinstance(cb, RecordLastCheckpointEpoch)]
+    assert recorder.epochs == [None, 0, 1, 2]

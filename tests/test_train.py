@@ -208,3 +208,24 @@ def test_ckpt_path_last_picks_the_newest_of_several_runs(tmp_path: Path) -> None
     assert resolve_ckpt_path("last", runs) == paths["runs/current"]
     os.utime(paths["multiruns/2026/0"], None)  # touched now: a multirun job is a run too
     assert resolve_ckpt_path("last", runs, exclude=runs / "runs" / "current") == paths["multiruns/2026/0"]
+
+
+def test_two_runs_started_together_get_two_directories(tmp_path: Path, shared_data_dir: Path) -> None:
+    """Two train.py processes whose run directory names collide (as two runs started in the same second do): each
+    claims its own, with its own checkpoint, summary and log."""
+    base = tmp_path / "logs" / "train" / "runs" / "2026-12-03_12-00-00"
+    command = [
+        sys.executable, "train.py", f"hydra.run.dir=${{claim_run_dir:{base}}}", f"paths.log_dir={tmp_path / 'logs'}",
+        f"paths.data_dir={shared_data_dir}", *TINY_SYNTHETIC, *FAST_TRAIN, *SHORT_RUN, "model=mobilevit_xxs",
+        "logger=none", "test=false", "callbacks.reports=null",
+    ]  # fmt: skip
+    runs = [subprocess.Popen(command, cwd=ROOT, env=subprocess_env(), stderr=subprocess.PIPE, text=True) for _ in "ab"]
+    for run in runs:
+        _, stderr = run.communicate(timeout=600)
+        assert run.returncode == 0, stderr[-3000:]
+    directories = sorted(path.name for path in base.parent.iterdir())
+    assert directories == [base.name, f"{base.name}_2"]
+    for name in directories:
+        assert (base.parent / name / "summary.json").is_file()
+        assert (base.parent / name / "checkpoints" / "last.ckpt").is_file()
+        assert (base.parent / name / "train.log").read_text().count("Estimated time left") == 1

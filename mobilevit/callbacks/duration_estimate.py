@@ -39,7 +39,7 @@ class DurationEstimate(L.Callback):
     training size (progressive resizing).
 
     The time per training image is measured over the steps after ``warmup_steps`` at the current size, until
-    ``measure_seconds`` have passed (or ``measure_steps`` steps), and scaled by the pixel count to the sizes the
+    ``measure_seconds`` have passed (or ``measure_steps`` steps, or the epoch ends), and scaled by the pixel count to the sizes the
     resolution schedule still has to come (compute grows with the image area). The budget is the tightest of
     ``trainer.max_epochs``, ``max_steps`` and ``max_time``. Validations are counted from
     ``check_val_every_n_epoch``; their time is measured once one has run, else estimated as a forward pass
@@ -69,9 +69,7 @@ class DurationEstimate(L.Callback):
         self.measure_steps = measure_steps
         self.estimates: list[dict[str, Any]] = []  # every estimate logged, for tests and reports
         self._size: int | None = None
-        self._steps_at_size = 0
-        self._measured_images = 0
-        self._measured_seconds = 0.0
+        self._steps: list[tuple[float, int]] = []  # (seconds, images) of each step at the current size
         self._step_started = 0.0
         self._logged_size: int | None = None
         self._val_started: float | None = None
@@ -82,24 +80,23 @@ class DurationEstimate(L.Callback):
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
         size = int(batch[0].shape[-1])
         if size != self._size:  # a new size: measure again
-            self._size, self._steps_at_size = size, 0
-            self._measured_images, self._measured_seconds = 0, 0.0
+            self._size, self._steps = size, []
         self._step_started = time.perf_counter()
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        self._steps_at_size += 1
-        if self._steps_at_size <= self.warmup_steps:
-            return
-        self._measured_seconds += time.perf_counter() - self._step_started
-        self._measured_images += len(batch[0])
-        measured_steps = self._steps_at_size - self.warmup_steps
-        enough = self._measured_seconds >= self.measure_seconds or measured_steps >= self.measure_steps
-        last_batch = batch_idx + 1 >= trainer.num_training_batches
+        self._steps.append((time.perf_counter() - self._step_started, len(batch[0])))
+        steady = self._steps[self.warmup_steps :]
+        enough = sum(seconds for seconds, _ in steady) >= self.measure_seconds or len(steady) >= self.measure_steps
+        last_batch = batch_idx + 1 >= trainer.num_training_batches  # a short run: estimate from what there is
         if self._logged_size != self._size and (enough or last_batch):
             self._logged_size = self._size
             self._report(trainer, pl_module)
+
+    def _measured(self) -> list[tuple[float, int]]:
+        """(seconds, images) of the steps measured at the current size: those after the warm-up, if any."""
+        return self._steps[self.warmup_steps :] or self._steps
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking and trainer.training:
@@ -113,8 +110,10 @@ class DurationEstimate(L.Callback):
     # ------------------------------------------------------------------ estimating
     def seconds_per_image(self, size: int) -> float:
         """Measured training seconds per image, scaled from the measured size to ``size`` by the pixel count."""
-        assert self._size is not None and self._measured_images > 0
-        return self._measured_seconds / self._measured_images * (size / self._size) ** 2
+        measured = self._measured()
+        assert self._size is not None and measured
+        seconds, images = (sum(values) for values in zip(*measured))
+        return seconds / images * (size / self._size) ** 2
 
     def estimate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         """The remaining training and validation seconds by the current measurement, and what limits the run."""
@@ -161,8 +160,8 @@ class DurationEstimate(L.Callback):
         return trainer.num_training_batches * self._batch_images(trainer)
 
     def _batch_images(self, trainer: L.Trainer) -> float:
-        steps = self._steps_at_size - self.warmup_steps
-        return self._measured_images / max(1, steps)
+        measured = self._measured()
+        return sum(images for _, images in measured) / len(measured)
 
     def _validations_left(self, trainer: L.Trainer, epochs_left: float) -> int:
         every = trainer.check_val_every_n_epoch

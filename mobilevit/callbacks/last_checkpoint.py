@@ -10,9 +10,16 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from mobilevit.errors import UserInputError
 
 
+def validates_after_epoch(trainer: L.Trainer) -> bool:
+    """Whether a validation follows the current training epoch (``check_val_every_n_epoch``, validation batches)."""
+    every = trainer.check_val_every_n_epoch
+    has_batches = trainer.limit_val_batches != 0 and trainer.enable_validation
+    return bool(has_batches and (every is None or (trainer.current_epoch + 1) % every == 0))
+
+
 class LastCheckpoint(ModelCheckpoint):
     """A :class:`ModelCheckpoint` that keeps one file (``filename``, e.g. ``last``), rewritten after every epoch
-    (after validation) and, with ``every_n_train_steps=N``, also after every N-th optimizer step, so a crash
+    (after its validation, or at its end when no validation follows it) and, with ``every_n_train_steps=N``, also after every N-th optimizer step, so a crash
     loses at most N steps of work.
 
     Lightning's own ``every_n_train_steps`` replaces the per-epoch save instead of adding to it; here both
@@ -43,6 +50,14 @@ class LastCheckpoint(ModelCheckpoint):
         super().on_train_end(trainer, pl_module)
         if not self._should_skip_saving_checkpoint(trainer):
             self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning saves after validation; an epoch without one (check_val_every_n_epoch > 1) is saved here, so a
+        # crash never loses more than an epoch.
+        super().on_train_epoch_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer) and not validates_after_epoch(trainer):
+            if not self._should_skip_saving_checkpoint(trainer):
+                self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
