@@ -1,0 +1,83 @@
+"""Run an exported artifact (``.onnx`` through ONNX Runtime, ``.pte`` through the ExecuTorch runtime) with its sidecar:
+what evaluate.py and predict use to measure the file that ships."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mobilevit.data.transforms import Preprocessing
+from mobilevit.errors import UserInputError
+from mobilevit.export.sidecar import preprocessing_of, read_sidecar
+
+# Artifact suffix -> format name; the extra that installs each format's runtime and the module it provides.
+FORMATS: dict[str, str] = {".onnx": "onnx", ".pte": "executorch"}
+EXTRAS: dict[str, tuple[str, str]] = {"onnx": ("onnxruntime", "export"), "executorch": ("executorch", "executorch")}
+
+
+def require_extra(module: str, extra: str) -> None:
+    """A UserInputError naming the ``pip install`` that provides ``module`` when it is not installed."""
+    if importlib.util.find_spec(module) is None:
+        raise UserInputError(f"{module} is not installed: pip install 'mobilevit[{extra}]' (or -e \".[{extra}]\").")
+
+
+def is_artifact(path: str | Path) -> bool:
+    """Whether ``path`` names an exported artifact (by suffix) rather than a checkpoint."""
+    return Path(path).suffix in FORMATS
+
+
+class Artifact:
+    """An exported model ready to run on CPU: ``artifact(images)`` maps float32 (B, 3, H, W) to logits (B, C).
+
+    ``class_names``, ``preprocessing`` (the evaluation transform) and ``hflip_tta`` come from the sidecar.
+    Raises UserInputError for a missing file or sidecar, an unknown suffix, or a runtime that is not installed.
+    """
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise UserInputError(f"Artifact {self.path} does not exist.")
+        if self.path.suffix not in FORMATS:
+            raise UserInputError(f"{self.path}: unknown artifact type; valid: {', '.join(FORMATS)}.")
+        self.format = FORMATS[self.path.suffix]
+        self.sidecar: dict[str, Any] = read_sidecar(self.path)
+        self.class_names: list[str] = list(self.sidecar["class_names"])
+        self.preprocessing: Preprocessing = preprocessing_of(self.sidecar)
+        self.hflip_tta: bool = bool(self.sidecar.get("hflip_tta", False))
+        require_extra(*EXTRAS[self.format])
+        if self.format == "onnx":
+            import onnxruntime
+
+            options = onnxruntime.SessionOptions()
+            if threads:
+                options.intra_op_num_threads = threads
+                options.inter_op_num_threads = 1
+            self._session = onnxruntime.InferenceSession(
+                str(self.path), options, providers=["CPUExecutionProvider"]
+            )
+        else:
+            from executorch.runtime import Runtime
+
+            if threads:
+                torch.set_num_threads(threads)  # XNNPACK's thread pool follows the process' setting
+            self._method = Runtime.get().load_program(self.path).load_method("forward")
+
+    def eval_transform(self) -> Any:
+        """The evaluation transform recorded in the sidecar (PIL image -> float32 (3, S, S))."""
+        return self.preprocessing.eval_transform()
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.float().contiguous()
+        if self.format == "onnx":
+            (logits,) = self._session.run(None, {"images": images.numpy()})
+            return torch.from_numpy(np.asarray(logits))
+        return self._method.execute([images])[0].clone()
+
+
+def load_artifact(path: str | Path, threads: int | None = None) -> Artifact:
+    """:class:`Artifact` of ``path`` (its sidecar read and checked)."""
+    return Artifact(path, threads)
