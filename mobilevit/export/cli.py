@@ -130,7 +130,8 @@ def export(args: argparse.Namespace) -> Path:
     print(f"Wrote {output} ({args.format} {kind}, input 'images' {batch or 'N'} x 3 x {size[0]} x {size[1]}, "
           f"BatchNorm folded: {not args.no_fuse_bn}) and {sidecar.name}")  # fmt: skip
     diff = max_abs_diff(model, output, size)
-    print(f"{args.format} runtime vs PyTorch max |logit diff| on a batch of 3: {diff:.2e}")
+    runtime = {"onnx": "onnxruntime", "executorch": "ExecuTorch/XNNPACK"}[args.format]
+    print(f"{runtime} vs PyTorch max |logit diff| on a batch of 3: {diff:.2e}")
     return output
 
 

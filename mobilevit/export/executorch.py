@@ -20,6 +20,7 @@ class Delegation:
 
     delegated: dict[str, int]
     outside: dict[str, int]
+    int8_weights: int = 0  # int8 constant tensors of the program before lowering (0 for fp32)
 
     def undelegated(self, *ops: str) -> dict[str, int]:
         """The operators among ``ops`` (substrings of ExecuTorch op names) that run outside the delegate."""
@@ -70,8 +71,12 @@ def export_executorch(
     model = _export_ready(model)
     if images is not None:
         model = quantize_pt2e(model, image_size, images)
-    edge = to_edge_transform_and_lower(_exported(model, image_size), partitioner=[XnnpackPartitioner()])
+    program = _exported(model, image_size)
+    tensors = [*program.state_dict.values(), *program.constants.values()]
+    int8_weights = sum(isinstance(t, torch.Tensor) and t.dtype == torch.int8 for t in tensors)
+    edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
     delegation = delegation_of(edge)
+    delegation.int8_weights = int8_weights
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_bytes(edge.to_executorch().buffer)

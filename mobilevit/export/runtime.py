@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -14,8 +14,13 @@ from mobilevit.data.transforms import Preprocessing
 from mobilevit.errors import UserInputError
 from mobilevit.export.sidecar import preprocessing_of, read_sidecar
 
+if TYPE_CHECKING:
+    import lightning as L
+    from torch.utils.data import DataLoader
+
 # Artifact suffix -> format name; the extra that installs each format's runtime and the module it provides.
 FORMATS: dict[str, str] = {".onnx": "onnx", ".pte": "executorch"}
+PTE_MAX_BATCH = 64  # ExecuTorch programs are exported for batches of 1..PTE_MAX_BATCH images
 EXTRAS: dict[str, tuple[str, str]] = {"onnx": ("onnxruntime", "export"), "executorch": ("executorch", "executorch")}
 
 
@@ -75,9 +80,64 @@ class Artifact:
         if self.format == "onnx":
             (logits,) = self._session.run(None, {"images": images.numpy()})
             return torch.from_numpy(np.asarray(logits))
-        return self._method.execute([images])[0].clone()
+        return torch.cat([self._method.execute([chunk])[0].clone() for chunk in images.split(PTE_MAX_BATCH)])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) the artifact was exported for."""
+        height, width = self.sidecar["input"]["shape"][2:]
+        return int(height), int(width)
 
 
 def load_artifact(path: str | Path, threads: int | None = None) -> Artifact:
     """:class:`Artifact` of ``path`` (its sidecar read and checked)."""
     return Artifact(path, threads)
+
+
+def artifact_datamodule(artifact: Artifact, overrides: dict[str, Any] | None = None) -> L.LightningDataModule:
+    """The data module of the training run an artifact was exported from (its sidecar's ``data``, checked like a
+    checkpoint's stored config), with non-None ``overrides``; every split uses the evaluation transform."""
+    from mobilevit.checkpoint import check_stored_targets, datamodule_from_weights
+    from mobilevit.models.pretrained import Weights
+
+    data_cfg = artifact.sidecar.get("data")
+    if not isinstance(data_cfg, dict):
+        raise UserInputError(
+            f"The sidecar of {artifact.path} records no training data config (exported from a weights file, not a "
+            "train.py checkpoint): evaluate the checkpoint, or export from the .ckpt."
+        )
+    run_config = {"model": {"_target_": "mobilevit.models.create_model"}, "data": data_cfg}
+    check_stored_targets(artifact.path, run_config)
+    record = Weights(
+        source=str(artifact.path),
+        layout="ours",
+        variant=str(artifact.sidecar.get("model")),
+        num_classes=len(artifact.class_names),
+        class_names=tuple(artifact.class_names),
+        preprocessing=artifact.preprocessing,
+        state_dict={},
+        run_config=run_config,
+    )
+    datamodule = datamodule_from_weights(record, overrides)
+    size = (datamodule.eval_image_size, datamodule.eval_image_size)
+    if size != artifact.image_size:
+        raise UserInputError(
+            f"{artifact.path} was exported for {artifact.image_size[0]} x {artifact.image_size[1]} px but the data "
+            f"gives {size[0]} x {size[1]} px: leave data.image_size/eval_image_size alone or export at that size."
+        )
+    return datamodule
+
+
+@torch.inference_mode()
+def artifact_logits(
+    artifact: Artifact, dataloader: DataLoader, hflip_tta: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits (N, C) float32, targets (N,)) of every batch of ``dataloader`` run through the artifact's runtime
+    (flip-averaged log-probabilities with ``hflip_tta``, as :func:`mobilevit.module.hflip_tta_logits`)."""
+    from mobilevit.module import hflip_tta_logits
+
+    logits, targets = [], []
+    for images, labels in dataloader:
+        logits.append(hflip_tta_logits(artifact, images) if hflip_tta else artifact(images))
+        targets.append(labels)
+    return torch.cat(logits).float(), torch.cat(targets)
