@@ -67,8 +67,10 @@ class Artifact:
         else:
             from executorch.runtime import Runtime
 
-            if threads:
-                torch.set_num_threads(threads)  # XNNPACK's thread pool follows the process' setting
+            if threads:  # ExecuTorch's one process-wide thread pool (XNNPACK runs on it)
+                from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+
+                _unsafe_reset_threadpool(threads)
             self._method = Runtime.get().load_program(self.path).load_method("forward")
 
     def eval_transform(self) -> Any:
