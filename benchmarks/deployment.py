@@ -128,11 +128,10 @@ def markdown(record: dict[str, Any]) -> str:
         base = fp32_size.get((r["model"], r["runtime"].removesuffix("-int8")))
         if r["runtime"].endswith("-int8") and base:
             size += f" ({100 * r['file_bytes'] / base:.0f} %)"
+        speedups = ["" if base_ms is None else f"{base_ms / r['latency_ms']:.2f}x" for base_ms in (ours, theirs)]
         lines.append(
             f"| {r['model']} | {r['image_size']} | {RUNTIME_TITLES[r['runtime']]} | {r['latency_ms']:.2f} ms | "
-            f"{r['throughput_img_s']:.1f} | {size} | "
-            f"{'' if ours is None else f'{ours / r['latency_ms']:.2f}x'} | "
-            f"{'' if theirs is None else f'{theirs / r['latency_ms']:.2f}x'} |"
+            f"{r['throughput_img_s']:.1f} | {size} | {speedups[0]} | {speedups[1]} |"
         )
     machine = record["machine"]
     caption = f"{machine.get('cpu_model')}, {record['threads']} threads, torch {machine.get('torch')}"

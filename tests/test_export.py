@@ -178,3 +178,22 @@ def test_an_artifact_without_its_sidecar_is_refused_in_one_line(checkpoints, mak
         evaluate(make_cfg([f"ckpt_path={artifact}", "trainer=cpu"], config_name="eval"))
     err = capsys.readouterr().err.strip()
     assert info.value.code == 2 and len(err.splitlines()) == 1 and "has no sidecar m.onnx.json" in err
+
+
+@pytest.mark.slow
+def test_deployment_benchmark_quick_run_and_table(tmp_path: Path) -> None:
+    from benchmarks import deployment
+
+    record_path, table_path = tmp_path / "deployment.json", tmp_path / "deployment.md"
+    assert deployment.main(["--quick", "--threads", "1", "--json", str(record_path)]) == 0
+    record = json.loads(record_path.read_text())
+    assert [row["runtime"] for row in record["rows"]] == list(deployment.RUNTIMES)
+    sizes = {row["runtime"]: row["file_bytes"] for row in record["rows"]}
+    assert sizes["onnxruntime-int8"] < 0.5 * sizes["onnxruntime"] and sizes["executorch-int8"] < 0.5 * sizes["executorch"]
+    assert all(row["latency_ms"] > 0 and len(row["latency_s_raw"]) == 4 for row in record["rows"])
+    # The docs table is generated from the record alone.
+    assert deployment.main(["--table", str(record_path), "--markdown", str(table_path)]) == 0
+    table = table_path.read_text()
+    assert table.count("| mobilevit_xxs |") == 6 and "ExecuTorch/XNNPACK int8" in table
+    eager = record["rows"][0]["latency_ms"]
+    assert f"{eager / record['rows'][-1]['latency_ms']:.2f}x" in table
