@@ -40,11 +40,13 @@ class MultiHeadSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, tokens, dim = x.shape
-        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, dim // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (batch, heads, tokens, head_dim)
         if self.fused or self.training:
+            qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, dim // self.num_heads)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (batch, heads, tokens, head_dim)
             x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
-        else:
+        else:  # slices and views only (no unbind/squeeze), which mobile delegates take
+            heads = (t.reshape(batch, tokens, self.num_heads, -1).transpose(1, 2) for t in self.qkv(x).chunk(3, -1))
+            q, k, v = heads
             x = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(dim=-1) @ v
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(batch, tokens, dim)))
 
