@@ -13,6 +13,13 @@ from mobilevit.errors import UserInputError
 DEFAULT_OPSET = 18
 MIN_OPSET = 18  # the dynamo exporter writes opset 18; converting down fails on MobileViT (pytorch #150592)
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+# ONNX op types that get int8 inputs/outputs: the computing ones. Data movement (Reshape, Transpose, Slice, Squeeze,
+# Expand, ...) is left to share its neighbours' ranges; ONNX Runtime refuses to quantize those when they act on a
+# weight (e.g. GroupNorm's reshaped scale in MobileViT v2).
+QUANTIZED_OP_TYPES = (
+    "Conv", "MatMul", "Gemm", "Add", "Mul", "Sigmoid", "Softmax", "LayerNormalization", "GroupNormalization",
+    "Concat", "ReduceMean", "GlobalAveragePool", "AveragePool", "Resize",
+)  # fmt: skip
 # Operator groups --float-ops may keep in float32 (ONNX op types); "attention" is the two activation x activation
 # MatMuls of every attention layer (q kᵀ and attn v).
 FLOAT_OP_GROUPS = {
@@ -127,7 +134,7 @@ def quantize_onnx(
 
         graph = onnx.load(str(prepared)).graph
         excluded_types = {op for group in float_ops for op in FLOAT_OP_GROUPS[group]}
-        op_types = sorted({node.op_type for node in graph.node} - excluded_types)
+        op_types = sorted({node.op_type for node in graph.node} & set(QUANTIZED_OP_TYPES) - excluded_types)
         exclude = _attention_matmuls(prepared) if "attention" in float_ops else []
         quantize_static(
             str(prepared),
