@@ -1,7 +1,8 @@
-"""Evaluate a checkpoint from train.py on the test (or val) split.
+"""Evaluate a checkpoint from train.py, or a file exported from one, on the test (or val) split.
 
     python evaluate.py ckpt_path=logs/train/runs/<time>/checkpoints/epoch_009.ckpt
     python evaluate.py ckpt_path=last data.split=val data.root=/elsewhere/flowers102
+    python evaluate.py ckpt_path=logs/train/runs/<time>/checkpoints/last_int8.pte   # ExecuTorch / ONNX Runtime
 
 The model and data are rebuilt from the run config stored in the checkpoint; `data.*` keys override it.
 Writes metrics.json, per_class.csv and confusion_matrix.png into the run directory (logs/eval/runs/<time>).
@@ -22,6 +23,7 @@ from rich.table import Table
 
 from mobilevit.checkpoint import classifier_from_weights, datamodule_from_weights, read_trained
 from mobilevit.errors import UserInputError
+from mobilevit.export.runtime import artifact_datamodule, artifact_logits, is_artifact, load_artifact
 from mobilevit.metrics import SplitMetrics, split_metrics, write_metrics_json, write_per_class_csv
 from mobilevit.plots import plot_confusion_matrix
 from mobilevit.utils import (
@@ -75,8 +77,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
-    weights = read_trained(ckpt_path)
     overrides = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else {}
+    if is_artifact(ckpt_path):  # an exported .onnx / .pte: every image goes through its runtime
+        return _evaluate_artifact(cfg, ckpt_path, overrides, output_dir)
+    weights = read_trained(ckpt_path)
     datamodule = datamodule_from_weights(weights, overrides)
     channels_last = OmegaConf.select(cfg, "module.channels_last", default=True)
     classifier = classifier_from_weights(weights, channels_last=channels_last, fuse_bn=cfg.get("fuse_bn", True))
@@ -99,14 +103,39 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     logits = torch.cat([batch["logits"] for batch in batches])
     targets = torch.cat([batch["targets"] for batch in batches])
 
+    model = classifier.hparams.cfg["model"].get("name")
+    return _report(logits, targets, datamodule, classifier.hflip_tta, ckpt_path, model, output_dir)
+
+
+def _evaluate_artifact(cfg: DictConfig, path: str, overrides: dict[str, Any], output_dir: Path) -> dict[str, Any]:
+    artifact = load_artifact(path)
+    datamodule = artifact_datamodule(artifact, overrides)
+    hflip_tta = artifact.hflip_tta if cfg.get("hflip_tta") is None else bool(cfg.hflip_tta)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    logits, targets = artifact_logits(artifact, datamodule.test_dataloader(), hflip_tta)
+    quantization = (artifact.sidecar.get("quantization") or {}).get("scheme", "fp32")
+    model = artifact.sidecar["model"]
+    return _report(
+        logits, targets, datamodule, hflip_tta, path, model, output_dir, artifact=artifact.format, weights=quantization
+    )
+
+
+def _report(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    datamodule: L.LightningDataModule,
+    hflip_tta: bool,
+    ckpt_path: str,
+    model: str,
+    output_dir: Path,
+    **more: str,
+) -> dict[str, Any]:
+    """Write metrics.json, per_class.csv and confusion_matrix.png of ``logits`` (``more``: extra metrics.json
+    fields); print the summary."""
     report = split_metrics(logits, targets, list(datamodule.class_names))
     split = datamodule.split
-    extra = {
-        "split": split,
-        "hflip_tta": classifier.hflip_tta,
-        "ckpt_path": str(Path(ckpt_path).resolve()),
-        "model": classifier.hparams.cfg["model"].get("name"),
-    }
+    extra = {"split": split, "hflip_tta": hflip_tta, "ckpt_path": str(Path(ckpt_path).resolve()), "model": model, **more}
     write_metrics_json(report, output_dir / "metrics.json", **extra)
     write_per_class_csv(report, output_dir / "per_class.csv")
     title = f"{extra['model']} on {split} ({report.num_images} images)\ntop-1 {report.top1:.3f}, rows normalised"

@@ -1,4 +1,5 @@
-"""Classify image files with a checkpoint from train.py: top-k classes with names and probabilities.
+"""Classify image files with a checkpoint from train.py, or a file exported from one (``.onnx``, ``.pte``, run by its
+own runtime): top-k classes with names and probabilities.
 
     python -m mobilevit.predict ckpt_path=logs/train/runs/<time>/checkpoints/last.ckpt inputs=photos/
     python -m mobilevit.predict ckpt_path=last inputs='photos/**/*.jpg' output=preds.csv topk=3
@@ -30,6 +31,7 @@ from rich.text import Text
 from mobilevit.checkpoint import classifier_from_weights, read_trained
 from mobilevit.data.images import IMAGE_EXTENSIONS, is_image_file, load_image
 from mobilevit.errors import UserInputError, require_int
+from mobilevit.export.runtime import is_artifact, load_artifact
 from mobilevit.module import hflip_tta_logits
 from mobilevit.utils import (
     display_path,
@@ -126,6 +128,22 @@ class Classifier:
             return logits.float().softmax(dim=1).cpu()
 
 
+class ArtifactClassifier:
+    """An exported artifact (``.onnx`` / ``.pte`` with its sidecar) behind :class:`Classifier`'s interface, run on the
+    CPU by its own runtime (ONNX Runtime, ExecuTorch)."""
+
+    def __init__(self, path: str | Path, hflip_tta: bool | None = None) -> None:
+        self.artifact = load_artifact(path)
+        self.hflip_tta = self.artifact.hflip_tta if hflip_tta is None else bool(hflip_tta)
+        self.class_names: list[str] = self.artifact.class_names
+        self.transform = self.artifact.eval_transform()
+
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """Softmax class probabilities (float32) of a batch of transformed images."""
+        logits = hflip_tta_logits(self.artifact, images) if self.hflip_tta else self.artifact(images)
+        return logits.float().softmax(dim=1)
+
+
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -208,12 +226,16 @@ def predict(cfg: DictConfig, console: Console | None = None) -> PredictionRun:
     files = find_images(list(inputs) if isinstance(inputs, ListConfig) else str(inputs))
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, Path(cfg.paths.log_dir) / "train")
     hflip_tta = cfg.get("hflip_tta")
-    classifier = Classifier(
-        ckpt_path,
-        device=str(cfg.get("device", "auto")),
-        precision=str(cfg.get("precision", "auto")),
-        hflip_tta=None if hflip_tta is None else bool(hflip_tta),
-    )
+    classifier: Classifier | ArtifactClassifier
+    if is_artifact(ckpt_path):
+        classifier = ArtifactClassifier(ckpt_path, None if hflip_tta is None else bool(hflip_tta))
+    else:
+        classifier = Classifier(
+            ckpt_path,
+            device=str(cfg.get("device", "auto")),
+            precision=str(cfg.get("precision", "auto")),
+            hflip_tta=None if hflip_tta is None else bool(hflip_tta),
+        )
     top_k = min(top_k, len(classifier.class_names))
 
     predictions: list[Prediction] = []

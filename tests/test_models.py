@@ -228,11 +228,13 @@ def test_export_refuses_dynamic_height_and_width(tmp_path, capsys) -> None:
 def test_export_reads_variant_and_size_from_the_weights(tmp_path, capsys, monkeypatch) -> None:
     """No --model: the variant comes from the tensor shapes; no --image-size: the evaluation size recorded with the
     weights (here a train.py checkpoint with data.eval_image_size=96), not 256. A --model that disagrees is refused."""
-    import mobilevit.export as export
+    import mobilevit.export.cli as export
 
     exported = {}
-    monkeypatch.setattr(export, "export_onnx", lambda model, output, size, opset: exported.update(size=size, net=model))
-    monkeypatch.setattr(export, "onnx_max_abs_diff", lambda *args: 0.0)
+    monkeypatch.setattr(
+        export.onnx_export, "export_onnx", lambda model, output, size, opset: exported.update(size=size, net=model)
+    )
+    monkeypatch.setattr(export, "max_abs_diff", lambda *args: 0.0)
     net = create_model("mobilevit_xxs", num_classes=2)
     checkpoint = tmp_path / "run.ckpt"
     cfg = {"model": {"name": "mobilevit_xxs"}, "data": {"image_size": 64, "eval_image_size": 96, "crop_pct": 0.875}}

@@ -21,7 +21,14 @@ from mobilevit.models.layers import ConvBNAct, InvertedResidual, fold_patches, u
 
 
 class MultiHeadSelfAttention(nn.Module):
-    """Multi-head self-attention over the tokens of one patch position, via ``scaled_dot_product_attention``."""
+    """Multi-head self-attention over the tokens of one patch position, via ``scaled_dot_product_attention``.
+
+    ``fused = False`` computes the same function as ``softmax(q kᵀ / sqrt(d)) v`` with plain matmuls: exporters that
+    cannot lower the fused operation (or decompose it into mask handling a mobile runtime leaves outside its
+    delegate) set it, see :mod:`mobilevit.export`.
+    """
+
+    fused: bool = True
 
     def __init__(self, dim: int, num_heads: int, attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
         super().__init__()
@@ -33,9 +40,14 @@ class MultiHeadSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, tokens, dim = x.shape
-        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, dim // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (batch, heads, tokens, head_dim)
-        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        if self.fused or self.training:
+            qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, dim // self.num_heads)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (batch, heads, tokens, head_dim)
+            x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        else:  # slices and views only (no unbind/squeeze), which mobile delegates take
+            heads = (t.reshape(batch, tokens, self.num_heads, -1).transpose(1, 2) for t in self.qkv(x).chunk(3, -1))
+            q, k, v = heads
+            x = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(dim=-1) @ v
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(batch, tokens, dim)))
 
 

@@ -1,0 +1,178 @@
+"""Deployment benchmark: batch-1 latency, batch-32 throughput and file size of every way this project ships a model.
+
+Usage (from the repository root, on an otherwise idle machine)::
+
+    python benchmarks/deployment.py --threads 2 --json docs/runs/deployment.json      # measure (see docs)
+    python benchmarks/deployment.py --table docs/runs/deployment.json --markdown docs/deployment.md  # table only
+    python benchmarks/deployment.py --quick --json /tmp/deployment.json               # smoke run (tests)
+
+Runtimes, each on the CPU with ``--threads`` threads: PyTorch eager fp32 (ours: BatchNorm folded, channels-last;
+timm's ``create_model``, as shipped), ONNX Runtime fp32 and int8 (static QDQ, per-channel), ExecuTorch with the
+XNNPACK delegate fp32 and int8 (PT2E). Every variant is measured in fp32 on ExecuTorch; the full set of runtimes
+(int8 included) for ``--int8-models``. Networks are randomly initialised with 1000 classes and int8 ranges are
+calibrated on random images: speed and size do not depend on the weights' values (accuracy: docs/evaluation.md).
+Latency is the median of ``--repeats`` batch-1 calls after ``--warmup``; throughput is images/s of the median
+batch-``--batch-size`` call. The run record (``--json``) holds every raw time and the machine; ``--table`` turns a
+record into the markdown table of docs/deployment.md (never typed by hand).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the `benchmarks` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+
+from benchmarks.common import median, pin_threads, positive_int, print_machine, time_repeats, write_json, write_markdown
+from mobilevit.models import build_model, list_models
+from mobilevit.models.fuse import fuse_batchnorm
+from mobilevit.utils.machine import machine_info
+
+INT8_MODELS = ("mobilevit_xxs", "mobilevit_xs", "mobilevitv2_050", "mobilevitv2_100")
+RUNTIMES = ("eager", "timm", "onnxruntime", "onnxruntime-int8", "executorch", "executorch-int8")
+RUNTIME_TITLES = {
+    "eager": "PyTorch eager fp32 (ours)",
+    "timm": "PyTorch eager fp32 (timm)",
+    "onnxruntime": "ONNX Runtime fp32",
+    "onnxruntime-int8": "ONNX Runtime int8",
+    "executorch": "ExecuTorch/XNNPACK fp32",
+    "executorch-int8": "ExecuTorch/XNNPACK int8",
+}
+
+
+def _runner(runtime: str, name: str, size: int, folder: Path, threads: int, calibration: int) -> tuple[Callable, int | None]:
+    """(a function images -> logits, file size in bytes or None) for ``runtime`` and variant ``name``."""
+    from mobilevit.export import load_artifact
+    from mobilevit.export.sidecar import write_sidecar
+
+    net = fuse_batchnorm(build_model(name, num_classes=1000).eval())
+    if runtime == "eager":
+        net = net.to(memory_format=torch.channels_last)
+        return lambda x: net(x.contiguous(memory_format=torch.channels_last)), None
+    if runtime == "timm":
+        import timm
+
+        model = timm.create_model(name, num_classes=1000).eval()
+        return model, None
+    images = torch.rand(calibration, 3, size, size, generator=torch.Generator().manual_seed(0))
+    int8 = runtime.endswith("-int8")
+    path = folder / f"{name}_{runtime}.{'onnx' if runtime.startswith('onnx') else 'pte'}"
+    if runtime.startswith("onnxruntime"):
+        from mobilevit.export.onnx import export_onnx, quantize_onnx
+
+        fp32 = export_onnx(net, folder / f"{name}_fp32_tmp.onnx", (size, size))
+        if int8:
+            quantize_onnx(fp32, path, images)
+        else:
+            fp32.rename(path)
+    else:
+        from mobilevit.export.executorch import export_executorch
+
+        export_executorch(net, path, (size, size), images if int8 else None)
+    sidecar = {"format": "bench", "class_names": [str(i) for i in range(1000)], "input": {"shape": [1, 3, size, size]}}
+    write_sidecar(path, {**sidecar, "preprocessing": {"image_size": size}})
+    artifact = load_artifact(path, threads=threads)
+    return artifact, path.stat().st_size
+
+
+def measure(name: str, runtime: str, size: int, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    """One row of the record: latency (ms, batch 1), throughput (img/s, batch ``args.batch_size``), file size."""
+    run, file_bytes = _runner(runtime, name, size, folder, args.threads, args.calibration_images)
+    one, batch = torch.rand(1, 3, size, size), torch.rand(args.batch_size, 3, size, size)
+    with torch.inference_mode():
+        latency = time_repeats(lambda: run(one), args.repeats, args.warmup)
+        throughput = time_repeats(lambda: run(batch), max(1, args.repeats // 4), 1)
+    row = {
+        "model": name,
+        "runtime": runtime,
+        "image_size": size,
+        "file_bytes": file_bytes,
+        "latency_ms": 1000 * median(latency),
+        "throughput_img_s": args.batch_size / median(throughput),
+        "latency_s_raw": latency,
+        "throughput_s_raw": throughput,
+    }
+    print(f"{name:16s} {runtime:17s} {row['latency_ms']:8.2f} ms  {row['throughput_img_s']:8.1f} img/s", flush=True)
+    return row
+
+
+def plan(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(variant, runtime) pairs to measure: every runtime for the int8 models, ExecuTorch fp32 for all."""
+    pairs = [(name, runtime) for name in args.int8_models for runtime in RUNTIMES]
+    pairs += [(name, "executorch") for name in args.models if name not in args.int8_models]
+    return pairs
+
+
+def markdown(record: dict[str, Any]) -> str:
+    """The docs table of a run record: one row per variant and runtime, with the speed-ups over eager."""
+    rows = record["rows"]
+    eager = {(r["model"], r["image_size"]): r["latency_ms"] for r in rows if r["runtime"] == "eager"}
+    timm = {(r["model"], r["image_size"]): r["latency_ms"] for r in rows if r["runtime"] == "timm"}
+    fp32_size = {(r["model"], r["runtime"].removesuffix("-int8")): r["file_bytes"] for r in rows if not r["runtime"].endswith("-int8")}
+    header = ["variant", "px", "runtime", "batch-1 latency", f"batch-{record['batch_size']} img/s", "file"]
+    header += ["vs ours eager", "vs timm eager"]
+    lines = ["| " + " | ".join(header) + " |", "|---|---:|---|" + "---:|" * (len(header) - 3)]
+    for r in rows:
+        key = (r["model"], r["image_size"])
+        ours = eager.get(key)
+        theirs = timm.get(key)
+        size = "" if r["file_bytes"] is None else f"{r['file_bytes'] / 2**20:.2f} MiB"
+        base = fp32_size.get((r["model"], r["runtime"].removesuffix("-int8")))
+        if r["runtime"].endswith("-int8") and base:
+            size += f" ({100 * r['file_bytes'] / base:.0f} %)"
+        speedups = ["" if base_ms is None else f"{base_ms / r['latency_ms']:.2f}x" for base_ms in (ours, theirs)]
+        lines.append(
+            f"| {r['model']} | {r['image_size']} | {RUNTIME_TITLES[r['runtime']]} | {r['latency_ms']:.2f} ms | "
+            f"{r['throughput_img_s']:.1f} | {size} | {speedups[0]} | {speedups[1]} |"
+        )
+    machine = record["machine"]
+    caption = f"{machine.get('cpu_model')}, {record['threads']} threads, torch {machine.get('torch')}"
+    return f"{caption}\n\n" + "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=positive_int, default=2)
+    parser.add_argument("--image-size", type=positive_int, default=256)
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="throughput batch")
+    parser.add_argument("--repeats", type=positive_int, default=40, help="timed batch-1 calls (throughput: a quarter)")
+    parser.add_argument("--warmup", type=positive_int, default=5)
+    parser.add_argument("--calibration-images", type=positive_int, default=32)
+    parser.add_argument("--models", nargs="+", default=list_models(), choices=list_models())
+    parser.add_argument("--int8-models", nargs="+", default=list(INT8_MODELS), choices=list_models())
+    parser.add_argument("--quick", action="store_true", help="smoke run: mobilevit_xxs at 64 px, few repeats")
+    parser.add_argument("--json", type=Path, help="write the run record here")
+    parser.add_argument("--table", type=Path, help="only turn this run record into the markdown table")
+    parser.add_argument("--markdown", type=Path, help="write the markdown table here")
+    args = parser.parse_args(argv)
+    if args.table:
+        table = markdown(json.loads(args.table.read_text()))
+        print(table, end="")
+        write_markdown(table, args.markdown)
+        return 0
+    if args.quick:
+        args.models, args.int8_models, args.image_size = ["mobilevit_xxs"], ["mobilevit_xxs"], 64
+        args.batch_size, args.repeats, args.warmup, args.calibration_images = 4, 4, 1, 4
+    pin_threads(args.threads)
+    info = machine_info(torch.device("cpu"))
+    print_machine(info)
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = [measure(name, runtime, args.image_size, args, Path(tmp)) for name, runtime in plan(args)]
+    record = {"threads": args.threads, "batch_size": args.batch_size, "machine": info, "rows": rows}
+    write_json(record, args.json)
+    table = markdown(record)
+    print(table, end="")
+    write_markdown(table, args.markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

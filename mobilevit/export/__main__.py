@@ -1,0 +1,5 @@
+import sys
+
+from mobilevit.export.cli import main
+
+sys.exit(main())

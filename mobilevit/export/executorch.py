@@ -1,0 +1,97 @@
+"""ExecuTorch ``.pte`` programs with the XNNPACK delegate, fp32 and int8 (PyTorch 2 export quantization with the
+XNNPACK quantizer: int8 per-channel symmetric weights, int8 activations), and what stays outside the delegate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mobilevit.export.runtime import require_extra
+
+MAX_BATCH = 64  # the program accepts batches of 1..MAX_BATCH images
+
+
+@dataclass
+class Delegation:
+    """Operator counts of a lowered program: inside and outside the XNNPACK delegate."""
+
+    delegated: dict[str, int]
+    outside: dict[str, int]
+    int8_weights: int = 0  # int8 constant tensors of the program before lowering (0 for fp32)
+
+    def undelegated(self, *ops: str) -> dict[str, int]:
+        """The operators among ``ops`` (substrings of ExecuTorch op names) that run outside the delegate."""
+        return {name: count for name, count in self.outside.items() if any(op in name for op in ops)}
+
+
+def _export_ready(model: nn.Module) -> nn.Module:
+    """``model`` with its attention as plain matmul + softmax (the fused op decomposes into masking ops XNNPACK
+    does not take)."""
+    for module in model.modules():
+        if hasattr(module, "fused"):
+            module.fused = False
+    return model.eval()
+
+
+def _exported(model: nn.Module, image_size: tuple[int, int]) -> torch.export.ExportedProgram:
+    example = (torch.rand(2, 3, *image_size),)
+    dynamic = {"x": {0: torch.export.Dim("batch", min=1, max=MAX_BATCH)}}
+    return torch.export.export(model, example, dynamic_shapes=dynamic)
+
+
+def quantize_pt2e(model: nn.Module, image_size: tuple[int, int], images: torch.Tensor, batch_size: int = 16) -> nn.Module:
+    """``model`` quantized for XNNPACK with PT2E: calibrated on ``images`` (N, 3, H, W), converted (Q/DQ nodes)."""
+    require_extra("executorch", "executorch")
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    prepared = prepare_pt2e(_exported(_export_ready(model), image_size).module(), quantizer)
+    with torch.no_grad():
+        for batch in images.split(batch_size):
+            prepared(batch)
+    return convert_pt2e(prepared)
+
+
+def export_executorch(
+    model: nn.Module, output: str | Path, image_size: tuple[int, int], images: torch.Tensor | None = None
+) -> Delegation:
+    """Write ``model`` as an ExecuTorch program lowered to XNNPACK (int8 when calibration ``images`` are given);
+    input (N ≤ :data:`MAX_BATCH`, 3, H, W) float32, output logits. Returns the delegation counts."""
+    require_extra("executorch", "executorch")
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    model = _export_ready(model)
+    if images is not None:
+        model = quantize_pt2e(model, image_size, images)
+    program = _exported(model, image_size)
+    tensors = [*program.state_dict.values(), *program.constants.values()]
+    int8_weights = sum(isinstance(t, torch.Tensor) and t.dtype == torch.int8 for t in tensors)
+    edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+    delegation = delegation_of(edge)
+    delegation.int8_weights = int8_weights
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_bytes(edge.to_executorch().buffer)
+    return delegation
+
+
+def delegation_of(edge) -> Delegation:  # noqa: ANN001 - executorch.exir.EdgeProgramManager
+    """Operator counts in and outside the delegate, from ExecuTorch's delegation info."""
+    from executorch.devtools.backend_debug import get_delegation_info
+
+    info = get_delegation_info(edge.exported_program().graph_module)
+    delegated, outside = {}, {}
+    for name, node in info.delegation_by_operator.items():
+        if node.delegated:
+            delegated[name] = node.delegated
+        if node.non_delegated and name != "getitem":
+            outside[name] = node.non_delegated
+    return Delegation(delegated, outside)

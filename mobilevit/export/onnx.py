@@ -1,0 +1,169 @@
+"""ONNX export (fp32, dynamic batch) and ONNX Runtime static int8 quantization (QDQ, per-channel weights)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mobilevit.errors import UserInputError
+
+DEFAULT_OPSET = 18
+MIN_OPSET = 18  # the dynamo exporter writes opset 18; converting down fails on MobileViT (pytorch #150592)
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+# ONNX op types that get int8 inputs/outputs: the computing ones. Data movement (Reshape, Transpose, Slice, Squeeze,
+# Expand, ...) is left to share its neighbours' ranges; ONNX Runtime refuses to quantize those when they act on a
+# weight (e.g. GroupNorm's reshaped scale in MobileViT v2).
+QUANTIZED_OP_TYPES = (
+    "Conv", "MatMul", "Gemm", "Add", "Mul", "Sigmoid", "Softmax", "LayerNormalization", "GroupNormalization",
+    "Concat", "ReduceMean", "GlobalAveragePool", "AveragePool", "Resize",
+)  # fmt: skip
+# Operator groups --float-ops may keep in float32 (ONNX op types); "attention" is the two activation x activation
+# MatMuls of every attention layer (q kᵀ and attn v).
+FLOAT_OP_GROUPS = {
+    "softmax": ("Softmax",),
+    "norm": ("LayerNormalization", "GroupNormalization"),
+    "attention": (),
+}
+
+
+def max_opset() -> int:
+    """The newest ONNX opset the installed ``onnx`` knows."""
+    import onnx
+
+    return onnx.defs.onnx_opset_version()
+
+
+def check_opset(opset: int) -> int:
+    """``opset`` if this exporter can write it, else a UserInputError with the supported range."""
+    if not MIN_OPSET <= opset <= max_opset():
+        raise UserInputError(
+            f"--opset {opset} is not supported: the exporter writes opsets {MIN_OPSET} to {max_opset()} "
+            f"(lower opsets need a conversion that fails on MobileViT)."
+        )
+    return opset
+
+
+def graph_opset(path: str | Path) -> int:
+    """The default-domain opset an ONNX file declares."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
+
+
+def export_onnx(model: nn.Module, output: str | Path, image_size: tuple[int, int], opset: int = DEFAULT_OPSET) -> Path:
+    """Write ``model`` (eval mode) to ``output`` as ONNX ``opset``; input ``images`` (N, 3, H, W), output ``logits``.
+
+    Raises UserInputError for an opset outside :func:`check_opset`'s range, and RuntimeError when the file written
+    declares another opset than the one asked for (the exporter falls back silently when a conversion fails).
+    """
+    check_opset(opset)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.rand(2, 3, *image_size)
+    torch.onnx.export(
+        model.eval(),
+        (example,),
+        str(output),
+        input_names=["images"],
+        output_names=["logits"],
+        dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1)}},
+        opset_version=opset,
+        dynamo=True,
+        external_data=False,
+        verbose=False,
+    )
+    written = graph_opset(output)
+    if written != opset:
+        raise RuntimeError(f"Asked for ONNX opset {opset} but the exporter wrote opset {written} to {output}.")
+    return output
+
+
+def _attention_matmuls(path: Path) -> list[str]:
+    """Names of MatMul nodes whose both inputs are activations (no weight initializer): the attention products."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    constants = {init.name for init in graph.initializer}
+    constants |= {output for node in graph.node if node.op_type == "Constant" for output in node.output}
+    return [
+        node.name
+        for node in graph.node
+        if node.op_type == "MatMul" and not any(name in constants for name in node.input)
+    ]
+
+
+class _ImageReader:
+    """onnxruntime CalibrationDataReader over a float32 image tensor, in batches."""
+
+    def __init__(self, images: torch.Tensor, batch_size: int = 16) -> None:
+        self.batches = iter(images.split(batch_size))
+
+    def get_next(self) -> dict | None:
+        batch = next(self.batches, None)
+        return None if batch is None else {"images": batch.numpy()}
+
+
+def quantize_onnx(
+    fp32_path: str | Path,
+    output: str | Path,
+    images: torch.Tensor,
+    method: str = "minmax",
+    float_ops: tuple[str, ...] = (),
+) -> dict:
+    """Static int8 quantization of an fp32 ONNX file with ONNX Runtime: QDQ format, int8 weights per channel
+    (symmetric), uint8 activations, ranges calibrated on ``images`` (N, 3, H, W) with ``method``.
+
+    ``float_ops`` names groups of :data:`FLOAT_OP_GROUPS` kept in float32. Returns what was done (for the sidecar).
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if method not in CALIBRATION_METHODS:
+        raise UserInputError(f"--calibration-method must be one of {', '.join(CALIBRATION_METHODS)}, got {method!r}.")
+    unknown = sorted(set(float_ops) - set(FLOAT_OP_GROUPS))
+    if unknown:
+        raise UserInputError(f"--float-ops: unknown {', '.join(unknown)}; valid: {', '.join(FLOAT_OP_GROUPS)}.")
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        import onnx
+
+        graph = onnx.load(str(prepared)).graph
+        excluded_types = {op for group in float_ops for op in FLOAT_OP_GROUPS[group]}
+        op_types = sorted({node.op_type for node in graph.node} & set(QUANTIZED_OP_TYPES) - excluded_types)
+        exclude = _attention_matmuls(prepared) if "attention" in float_ops else []
+        quantize_static(
+            str(prepared),
+            str(output),
+            _ImageReader(images),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8,
+            calibrate_method={
+                "minmax": CalibrationMethod.MinMax,
+                "percentile": CalibrationMethod.Percentile,
+                "entropy": CalibrationMethod.Entropy,
+            }[method],
+            op_types_to_quantize=op_types,
+            nodes_to_exclude=exclude,
+            extra_options={"CalibMaxIntermediateOutputs": 8} if method != "minmax" else {},
+        )
+    return {"runtime": "onnxruntime", "float_ops": list(float_ops), "excluded_nodes": len(exclude)}
+
+
+def int8_tensor_count(path: str | Path) -> tuple[int, int]:
+    """(int8/uint8 initializers, float32 initializers with more than 1 element) of an ONNX file: the weights an
+    int8 file really stores as integers against the ones left in float."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    ints = sum(init.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8) for init in graph.initializer)
+    floats = sum(
+        init.data_type == onnx.TensorProto.FLOAT and len(init.dims) > 1 for init in graph.initializer
+    )
+    return ints, floats

@@ -1,0 +1,199 @@
+"""Shipping to devices: ONNX (fp32, ONNX Runtime int8) and ExecuTorch/XNNPACK (fp32, int8) artifacts of a tiny v1 and
+v2 checkpoint, run in their own runtimes; sidecars; calibration on the training split; evaluate.py and predict on an
+artifact; one-line refusals (exit code 2)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+from conftest import FAST_TRAIN, TINY_SYNTHETIC, compose_config
+
+from mobilevit.checkpoint import datamodule_from_weights, read_trained
+from mobilevit.export import calibration, load_artifact, main as export_main
+from mobilevit.export.onnx import int8_tensor_count
+from mobilevit.export.sidecar import sidecar_path
+
+MODELS = ("mobilevit_xxs", "mobilevitv2_050")
+executorch = pytest.importorskip("executorch", reason="the ExecuTorch tests need pip install -e '.[executorch]'")
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory, shared_data_dir: Path) -> dict[str, Path]:
+    """A train.py checkpoint of each of MODELS (tiny synthetic data, 32 px, two steps)."""
+    from train import train
+
+    found = {}
+    for name in MODELS:
+        tmp = tmp_path_factory.mktemp(name)
+        overrides = [*TINY_SYNTHETIC, *FAST_TRAIN, f"model={name}", "trainer.max_epochs=1", "logger=none"]
+        cfg = compose_config("train", tmp, [*overrides, "+trainer.limit_train_batches=2"], data_dir=shared_data_dir)
+        _, objects = train(cfg)
+        found[name] = Path(objects["best_ckpt"])
+    return found
+
+
+def _export(ckpt: Path, output: Path, *args: str) -> Path:
+    assert export_main([str(ckpt), "--output", str(output), *args]) == 0
+    return output
+
+
+def _max_diff(ckpt: Path, artifact: Path, batch: int = 4) -> float:
+    net = read_trained(ckpt).build()
+    images = torch.rand(batch, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        return float((load_artifact(artifact)(images) - net(images)).abs().max())
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_onnx_fp32_matches_pytorch_and_int8_holds_int8(name: str, checkpoints, tmp_path: Path) -> None:
+    ckpt = checkpoints[name]
+    fp32 = _export(ckpt, tmp_path / "m.onnx")
+    assert _max_diff(ckpt, fp32) <= 1e-4
+    int8 = _export(ckpt, tmp_path / "m_int8.onnx", "--quantize", "int8", "--calibration-images", "8")
+    ints, floats = int8_tensor_count(int8)
+    # Every conv/linear weight (rank > 1) is stored as int8; none stayed float32.
+    assert ints > 0 and floats == 0
+    graph = onnx.load(str(int8)).graph
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {node.op_type for node in graph.node}
+    assert int8.stat().st_size < 0.5 * fp32.stat().st_size
+    sidecar = json.loads(sidecar_path(int8).read_text())
+    assert sidecar["quantization"]["scheme"] == "int8" and sidecar["quantization"]["calibration_images"] == 8
+    assert sidecar["class_names"] == ["circle", "square", "triangle"]
+    assert sidecar["preprocessing"]["image_size"] == 32 and sidecar["input"]["shape"] == ["N", 3, 32, 32]
+    assert load_artifact(int8)(torch.rand(2, 3, 32, 32)).shape == (2, 3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", MODELS)
+def test_executorch_fp32_and_int8_are_delegated_to_xnnpack(name: str, checkpoints, tmp_path: Path, capsys) -> None:
+    from mobilevit.export.executorch import export_executorch
+
+    ckpt = checkpoints[name]
+    weights = read_trained(ckpt)
+    fp32 = tmp_path / "m.pte"
+    delegation = export_executorch(weights.build(fuse_bn=True), fp32, (32, 32))
+    assert export_main([str(ckpt), "--format", "executorch", "--output", str(fp32)]) == 0
+    # XNNPACK's fp32 kernels differ from PyTorch's in summation order only.
+    assert _max_diff(ckpt, fp32) <= 1e-4
+    assert delegation.undelegated("convolution", "linear", "addmm", "mm") == {}
+    images = calibration.calibration_images(weights, 8)
+    int8 = tmp_path / "m_int8.pte"
+    delegation = export_executorch(weights.build(fuse_bn=True), int8, (32, 32), images)
+    assert delegation.undelegated("convolution", "linear", "addmm", "mm") == {}
+    # The quantized program stores its conv/linear weights as int8 tensors.
+    assert delegation.int8_weights >= delegation.delegated["aten_convolution_default"]
+    assert int8.stat().st_size < 0.5 * fp32.stat().st_size
+
+
+def test_calibration_reads_the_training_split_through_the_eval_transform(checkpoints) -> None:
+    weights = read_trained(checkpoints["mobilevit_xxs"])
+    images = calibration.calibration_images(weights, 1000)
+    datamodule = datamodule_from_weights(weights, {"num_workers": 0})
+    train = datamodule.raw_dataset("train")
+    transform = weights.eval_transform()
+    expected = torch.stack([transform(train[index][0]) for index in range(len(train))])
+    assert images.shape == expected.shape == (24, 3, 32, 32)  # 8 training images x 3 classes (val/test: 4 each)
+    assert sorted(map(tuple, images.flatten(1)[:, :64].tolist())) == sorted(map(tuple, expected.flatten(1)[:, :64].tolist()))
+    assert calibration.calibration_images(weights, 5).shape[0] == 5
+
+
+def test_evaluate_and_predict_on_an_fp32_artifact_give_the_checkpoints_results(
+    checkpoints, make_cfg, tmp_path: Path
+) -> None:
+    from evaluate import evaluate
+    from mobilevit.predict import predict
+
+    ckpt = checkpoints["mobilevit_xxs"]
+    artifact = _export(ckpt, tmp_path / "m.onnx")
+    run = ["trainer=cpu", "trainer.precision=32-true", "trainer.enable_progress_bar=false"]
+    expected = evaluate(make_cfg([f"ckpt_path={ckpt}", *run], config_name="eval", run_name="ckpt"))
+    result = evaluate(make_cfg([f"ckpt_path={artifact}", *run], config_name="eval", run_name="onnx"))
+    assert result["num_images"] == expected["num_images"] == 12
+    assert result["top1"] == expected["top1"] and result["loss"] == pytest.approx(expected["loss"], abs=1e-5)
+    assert result["artifact"] == "onnx" and result["weights"] == "fp32"
+    assert (tmp_path / "logs/eval/runs/onnx/per_class.csv").is_file()
+
+    images = Path(read_trained(ckpt).run_config["data"]["root"]) / "test"
+    cfg = [f"inputs={images}", "precision=32-true", "device=cpu", "output=null"]
+    by_ckpt = predict(make_cfg([f"ckpt_path={ckpt}", *cfg], config_name="predict"))
+    by_artifact = predict(make_cfg([f"ckpt_path={artifact}", *cfg], config_name="predict"))
+    assert [p.class_indices for p in by_artifact.predictions] == [p.class_indices for p in by_ckpt.predictions]
+    assert by_artifact.predictions[0].probabilities == pytest.approx(by_ckpt.predictions[0].probabilities, abs=1e-5)
+
+
+def test_opset_is_written_as_asked_or_refused_with_the_range(checkpoints, tmp_path: Path, capsys) -> None:
+    ckpt = checkpoints["mobilevit_xxs"]
+    assert export_main([str(ckpt), "--output", str(tmp_path / "m.onnx"), "--opset", "17"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--opset 17 is not supported" in err and "opsets 18 to" in err
+    assert not (tmp_path / "m.onnx").exists()
+    _export(ckpt, tmp_path / "m.onnx", "--opset", "20")
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    assert [entry.version for entry in model.opset_import if entry.domain == ""] == [20]
+
+
+def _one_line_exit_2(capsys, *argv: str) -> str:
+    with pytest.raises(SystemExit) as info:
+        code = export_main(list(argv))
+        raise SystemExit(code)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_bad_inputs_give_one_line_and_exit_2(checkpoints, tmp_path: Path, capsys, monkeypatch) -> None:
+    import importlib.util
+
+    from mobilevit.data import SyntheticDataModule
+
+    ckpt = str(checkpoints["mobilevit_xxs"])
+    err = _one_line_exit_2(capsys, ckpt, "--format", "tflite")
+    assert "invalid choice: 'tflite'" in err and "onnx" in err and "executorch" in err
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "executorch" else real_find_spec(name, *a))
+    err = _one_line_exit_2(capsys, ckpt, "--format", "executorch")
+    assert "pip install 'mobilevit[executorch]'" in err
+    monkeypatch.undo()
+
+    monkeypatch.setattr(SyntheticDataModule, "raw_dataset", lambda self, split: [])
+    err = _one_line_exit_2(capsys, ckpt, "--quantize", "int8", "--output", str(tmp_path / "q.onnx"))
+    assert "train split" in err and "has no images" in err
+    monkeypatch.undo()
+
+
+def test_an_artifact_without_its_sidecar_is_refused_in_one_line(checkpoints, make_cfg, tmp_path: Path, capsys) -> None:
+    from evaluate import evaluate
+    from mobilevit.utils import exit_on_user_error
+
+    artifact = _export(checkpoints["mobilevit_xxs"], tmp_path / "m.onnx")
+    sidecar_path(artifact).unlink()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info, exit_on_user_error():
+        evaluate(make_cfg([f"ckpt_path={artifact}", "trainer=cpu"], config_name="eval"))
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and len(err.splitlines()) == 1 and "has no sidecar m.onnx.json" in err
+
+
+@pytest.mark.slow
+def test_deployment_benchmark_quick_run_and_table(tmp_path: Path) -> None:
+    from benchmarks import deployment
+
+    record_path, table_path = tmp_path / "deployment.json", tmp_path / "deployment.md"
+    assert deployment.main(["--quick", "--threads", "1", "--json", str(record_path)]) == 0
+    record = json.loads(record_path.read_text())
+    assert [row["runtime"] for row in record["rows"]] == list(deployment.RUNTIMES)
+    sizes = {row["runtime"]: row["file_bytes"] for row in record["rows"]}
+    assert sizes["onnxruntime-int8"] < 0.5 * sizes["onnxruntime"] and sizes["executorch-int8"] < 0.5 * sizes["executorch"]
+    assert all(row["latency_ms"] > 0 and len(row["latency_s_raw"]) == 4 for row in record["rows"])
+    # The docs table is generated from the record alone.
+    assert deployment.main(["--table", str(record_path), "--markdown", str(table_path)]) == 0
+    table = table_path.read_text()
+    assert table.count("| mobilevit_xxs |") == 6 and "ExecuTorch/XNNPACK int8" in table
+    eager = record["rows"][0]["latency_ms"]
+    assert f"{eager / record['rows'][-1]['latency_ms']:.2f}x" in table
