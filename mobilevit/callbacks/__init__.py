@@ -6,6 +6,7 @@ from mobilevit.callbacks.diagnostics import TrainingDiagnostics
 from mobilevit.callbacks.last_checkpoint import LastCheckpoint
 from mobilevit.callbacks.model_summary import NetworkSummary
 from mobilevit.callbacks.nan_guard import NonFiniteLossError, NonFiniteLossGuard
+from mobilevit.callbacks.optuna_pruning import OptunaPruning
 from mobilevit.callbacks.rng_state import RNGStateCheckpoint
 from mobilevit.callbacks.time_to_accuracy import TimeToAccuracy
 
@@ -16,6 +17,7 @@ __all__ = [
     "NetworkSummary",
     "NonFiniteLossError",
     "NonFiniteLossGuard",
+    "OptunaPruning",
     "RNGStateCheckpoint",
     "TimeToAccuracy",
     "TrainingDiagnostics",
