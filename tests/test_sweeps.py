@@ -169,15 +169,28 @@ def test_malformed_search_space_names_the_key(expression: str, reason: str) -> N
 
 
 class Score(L.Callback):
-    """Logs ``val/score`` = ``value`` at every validation: a metric the test controls, for pruning tests."""
+    """Logs ``val/score`` = ``value`` at every validation: a metric the test controls, for pruning tests. With
+    ``record``, each rank writes the epochs it trained to ``<record>/rank<r>``."""
 
-    def __init__(self, value: float) -> None:
+    def __init__(self, value: float, record: str | None = None) -> None:
         self.value = value
+        self.record = record
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        pl_module.log("val/score", float(self.value))
+        pl_module.log("val/score", float(self.value), sync_dist=True)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.record:
+            Path(self.record).mkdir(parents=True, exist_ok=True)
+            (Path(self.record) / f"rank{trainer.global_rank}").write_text(str(trainer.current_epoch))
 
 
+# The random sampler with this seed draws score 1.0 for trial 0, then 0.0 for trial 1.
+SCORED = [
+    "hydra.sweeper.params=null", "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=10",
+    "hydra.sweeper.pruner.n_startup_trials=1", "optimized_metric=val/score", "+callbacks.score._target_=test_sweeps.Score",
+    "+callbacks.score.value=choice(1.0, 0.0)",
+]  # fmt: skip
 # One optimizer step and one validation batch per epoch, no reports: a trial is a few seconds.
 QUICK_TRIAL = [
     *TINY_SYNTHETIC, *FAST_TRAIN, "model=mobilevit_xxs", "logger=none", "test=false", "callbacks.reports=null",
@@ -188,12 +201,12 @@ QUICK_TRIAL = [
 
 def _sweep_command(sweep_dir: Path, shared_data_dir: Path, *overrides: str) -> list[str]:
     return [
-        sys.executable, "train.py", "hparams_search=optuna", f"hydra.sweep.dir={sweep_dir}",
+        sys.executable, "train.py", "-m", "hparams_search=optuna", f"hydra.sweep.dir={sweep_dir}",
         f"paths.log_dir={sweep_dir.parent / 'logs'}", f"paths.data_dir={shared_data_dir}", *QUICK_TRIAL, *overrides,
     ]  # fmt: skip
 
 
-def _sweep(sweep_dir: Path, shared_data_dir: Path, *overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
+def _sweep(sweep_dir: Path, shared_data_dir: Path, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
     env = subprocess_env()
     env["PYTHONPATH"] = str(ROOT / "tests")  # test_sweeps.Score
     return subprocess.run(
@@ -257,20 +270,16 @@ def test_sweep_resumes_to_its_total_budget(tmp_path: Path, shared_data_dir: Path
 
 
 def test_pruning_stops_clearly_worse_trials(tmp_path: Path, shared_data_dir: Path) -> None:
-    """A median pruner with one start-up trial, and a search space whose 0.0 trials score clearly worse: a trial
-    scoring 0.0 after a 1.0 trial completed is pruned at its first epoch. It ends cleanly (last.ckpt, summary.json
+    """A median pruner with one start-up trial, and a search space whose 0.0 trials score clearly worse: trial 1
+    (0.0, after trial 0 completed with 1.0) is pruned at its first epoch. It ends cleanly (last.ckpt, summary.json
     says pruned, no traceback) and the study records it as PRUNED."""
     sweep_dir = tmp_path / "sweep"
-    result = _sweep(
-        sweep_dir, shared_data_dir, "hydra.sweeper.n_trials=3", "trainer.max_epochs=3", "hydra.sweeper.params=null",
-        "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=0", "hydra.sweeper.pruner.n_startup_trials=1",
-        "optimized_metric=val/score", "+callbacks.score._target_=test_sweeps.Score", "+callbacks.score.value=choice(1.0, 0.0)",
-    )  # fmt: skip
+    result = _sweep(sweep_dir, shared_data_dir, "hydra.sweeper.n_trials=2", "trainer.max_epochs=3", *SCORED)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stdout + result.stderr
     trials = _study(sweep_dir).trials
     pruned = [trial for trial in trials if trial.state == TrialState.PRUNED]
-    assert pruned, [(t.number, t.state.name, t.params) for t in trials]
+    assert [trial.number for trial in pruned] == [1], [(t.number, t.state.name, t.params) for t in trials]
     for trial in trials:
         summary = json.loads((sweep_dir / str(trial.number) / "summary.json").read_text())
         if trial.state == TrialState.PRUNED:
@@ -281,6 +290,27 @@ def test_pruning_stops_clearly_worse_trials(tmp_path: Path, shared_data_dir: Pat
             assert trial.state == TrialState.COMPLETE and summary["stopped"]["reason"] == "max_epochs"
     rows = {row.split(",")[0]: row.split(",")[1] for row in (sweep_dir / "trials.csv").read_text().splitlines()[1:]}
     assert rows[str(pruned[0].number)] == "PRUNED"
+
+
+def test_pruning_under_ddp(tmp_path: Path, shared_data_dir: Path) -> None:
+    """trainer=ddp with 2 CPU processes: the rank-1 process (started by Lightning re-running the command) runs the
+    same trial in the same directory without adding trials, and rank 0's pruning decision stops both ranks."""
+    sweep_dir, record = tmp_path / "sweep", tmp_path / "ranks"
+    quick = [override for override in QUICK_TRIAL if override != "trainer=cpu"]
+    command = _sweep_command(sweep_dir, shared_data_dir, "hydra.sweeper.n_trials=2", "trainer.max_epochs=3", *SCORED)
+    command = [arg for arg in command if arg not in QUICK_TRIAL or arg in quick] + [
+        "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "data.batch_size=4",
+        f"+callbacks.score.record={record}/${{optuna_trial.number}}",
+    ]  # fmt: skip
+    env = subprocess_env()
+    env["PYTHONPATH"] = str(ROOT / "tests")
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = _study(sweep_dir).trials
+    assert [trial.state for trial in trials] == [TrialState.COMPLETE, TrialState.PRUNED]
+    assert _trial_dirs(sweep_dir) == ["0", "1"]
+    assert {rank.name: rank.read_text() for rank in (record / "1").iterdir()} == {"rank0": "1", "rank1": "1"}
+    assert {rank.name: rank.read_text() for rank in (record / "0").iterdir()} == {"rank0": "3", "rank1": "3"}
 
 
 def test_sigterm_mid_trial_then_resume(tmp_path: Path, shared_data_dir: Path) -> None:
@@ -296,8 +326,8 @@ def test_sigterm_mid_trial_then_resume(tmp_path: Path, shared_data_dir: Path) ->
         time.sleep(0.5)
     assert last.is_file(), (process.kill(), process.communicate()[0][-3000:])
     process.send_signal(signal.SIGTERM)
-    output = process.communicate(timeout=120)[0]
-    assert process.returncode != 0
+    output = process.communicate(timeout=300)[0]
+    assert process.returncode == 128 + signal.SIGTERM
     assert [t.state for t in _study(sweep_dir).trials] == [TrialState.FAIL], output[-3000:]
     assert json.loads((sweep_dir / "0" / "summary.json").read_text())["stopped"]["reason"] == "sigterm"
 
@@ -373,3 +403,71 @@ def test_bad_sweep_input_is_one_line_and_exit_2(
                "storage": "sqlite:///", "monitor": "val/acc"}  # fmt: skip
     assert any(key in errors[0] and valid in errors[0] for key, valid in choices.items())
     assert "Traceback" not in result.stderr
+
+
+def test_result_files_plots_and_tensorboard(tmp_path: Path) -> None:
+    """optimization_results.yaml (best of the completed trials), trials.csv (every trial, with epochs), the three
+    PNG plots, and the plots in TensorBoard when asked."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    study = optuna.create_study(direction="maximize", study_name="s")
+    space = {"optimizer.lr": FloatDistribution(1e-4, 1e-2, log=True), "model.drop_rate": CategoricalDistribution([0.0, 0.1])}
+    rows = [(1e-3, 0.0, 0.5, TrialState.COMPLETE), (3e-3, 0.1, 0.8, TrialState.COMPLETE),
+            (2e-4, 0.1, 0.6, TrialState.COMPLETE), (1e-4, 0.0, None, TrialState.PRUNED), (5e-3, 0.0, None, TrialState.FAIL)]  # fmt: skip
+    for lr, drop, value, state in rows:
+        study.add_trial(optuna.trial.create_trial(
+            params={"optimizer.lr": lr, "model.drop_rate": drop}, distributions=space, value=value, state=state,
+            user_attrs={"epochs": 3 if value else 1, **({"pruned_epoch": 0} if state == TrialState.PRUNED else {})},
+            intermediate_values={0: value if value is not None else 0.1},
+        ))  # fmt: skip
+    written = write_results(study, tmp_path, "in memory", tensorboard=True)
+    names = {path.name for path in written}
+    assert names == {"optimization_results.yaml", "trials.csv", "optimization_history.png", "param_importances.png",
+                     "parallel_coordinate.png"}  # fmt: skip
+    results = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
+    assert results["best_value"] == 0.8 and results["best_trial"] == 1
+    assert results["best_params"] == {"optimizer.lr": 3e-3, "model.drop_rate": 0.1}
+    assert results["trials"] == {"COMPLETE": 3, "FAIL": 1, "PRUNED": 1}
+    lines = (tmp_path / "trials.csv").read_text().splitlines()
+    assert lines[0] == ("number,state,value,optimizer.lr,model.drop_rate,epochs,pruned_epoch,wall_time_s,"
+                        "datetime_start")  # fmt: skip
+    assert lines[4].split(",")[:8] == ["3", "PRUNED", "", "0.0001", "0.0", "1", "0", lines[4].split(",")[7]]
+    (events,) = (tmp_path / "tensorboard").glob("events.out.tfevents.*")
+    tags = EventAccumulator(str(events), size_guidance={"images": 0}).Reload().Tags()["images"]
+    assert set(tags) == {"optuna/optimization_history", "optuna/param_importances", "optuna/parallel_coordinate"}
+
+
+def test_too_few_trials_skip_the_plots_they_cannot_draw(tmp_path: Path) -> None:
+    study = optuna.create_study(study_name="s")
+    written = write_results(study, tmp_path, "in memory")
+    assert {path.name for path in written} >= {"optimization_results.yaml", "trials.csv"}
+    assert yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())["best_value"] is None
+
+
+def test_hydra_finds_the_sweeper_by_its_scan_and_entry_point() -> None:
+    from importlib.metadata import entry_points
+
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.sweeper import Sweeper
+
+    from hydra_plugins.mobilevit_optuna_sweeper.optuna_sweeper import OptunaSweeper
+
+    assert OptunaSweeper in Plugins.instance().discover(Sweeper)  # hydra-core 1.3's scan of hydra_plugins
+    assert [point.load() for point in entry_points(group="hydra.plugins")] == [OptunaSweeper]  # Hydra 1.4
+
+
+@pytest.mark.slow
+def test_a_regular_install_ships_the_plugin(tmp_path: Path) -> None:
+    """The wheel (what `pip install .` installs) holds the plugin under the hydra_plugins namespace package (no
+    __init__.py, which would hide other plugins) and the hydra.plugins entry point."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+                   check=True, capture_output=True, timeout=600)  # fmt: skip
+    (wheel,) = tmp_path.glob("mobilevit-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        (entry_points_file,) = [name for name in names if name.endswith(".dist-info/entry_points.txt")]
+        entry_points_text = archive.read(entry_points_file).decode()
+    plugin = "hydra_plugins/mobilevit_optuna_sweeper/"
+    assert {plugin + name for name in ("__init__.py", "config.py", "optuna_sweeper.py", "_sweeper.py")} <= names
+    assert "hydra_plugins/__init__.py" not in names
+    assert "[hydra.plugins]" in entry_points_text and "optuna_sweeper:OptunaSweeper" in entry_points_text

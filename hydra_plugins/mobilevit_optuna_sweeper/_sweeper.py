@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import signal
 import socket
 import threading
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
@@ -300,7 +302,8 @@ class OptunaSweeperImpl(Sweeper):
                     study.tell(trial, state=TrialState.FAIL)
                     log.warning(f"Trial {trial.number} was interrupted ({type(error).__name__}): failed")
                     stop.set()
-                    errors.append(error)
+                    # Lightning's SIGTERMException exits with status 0: a sweep stopped by SIGTERM exits with 143.
+                    errors.append(SystemExit(128 + signal.SIGTERM) if isinstance(error, SIGTERMException) else error)
                     return
                 state = self._tell(study, trial, result)
                 with lock:
