@@ -3,6 +3,7 @@ way by the sweeper and by the jobs that report into its trials (mobilevit.callba
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import optuna
@@ -42,14 +43,24 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         ) from None
 
 
+def _trial_id(storage: optuna.storages.BaseStorage, study_name: str, number: int) -> int:
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study_name), number)
+
+
+def record_job_process(url: str, study_name: str, number: int) -> None:
+    """Record this process as the one running trial ``number``'s job (user attribute ``job_pid``): the DDP ranks
+    it starts follow it from trial to trial (OptunaSweeperImpl._run_other_rank)."""
+    storage = open_storage(url)
+    storage.set_trial_user_attr(_trial_id(storage, study_name, number), "job_pid", os.getpid())
+
+
 def open_trial(url: str, study_name: str, number: int) -> optuna.Trial:
     """Trial ``number`` of study ``study_name`` in storage ``url``, from any process (a job of the sweep), judged
     by the pruner the sweeper recorded in the trial (user attribute ``pruner``: its config)."""
     from hydra.utils import instantiate
 
     storage = open_storage(url)
-    study_id = storage.get_study_id_from_name(study_name)
-    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+    trial_id = _trial_id(storage, study_name, number)
     pruner_cfg = storage.get_trial(trial_id).user_attrs.get("pruner")
     pruner = instantiate(pruner_cfg) if pruner_cfg else optuna.pruners.NopPruner()
     study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner)

@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -221,11 +222,26 @@ class OptunaSweeperImpl(Sweeper):
 
     def _run_other_rank(self, storage: optuna.storages.BaseStorage, marker: dict[str, Any]) -> None:
         """In a DDP rank > 0 that Lightning started by re-running the command: run the job of rank 0's trial (its
-        overrides from the study), in the same directory, without touching the study."""
+        overrides from the study) in the same directory, without touching the study. Lightning starts these
+        processes once per job process, so this one then follows its parent from trial to trial until it ends."""
         study = optuna.load_study(study_name=marker["study_name"], storage=storage)
-        number = int(marker["number"])
-        overrides = find_trial(study, number).user_attrs["overrides"]
-        self.launcher.launch([overrides], initial_job_idx=number)
+        parent = os.getppid()
+        number: int | None = int(marker["number"])
+        while number is not None:
+            overrides = find_trial(study, number).user_attrs["overrides"]
+            self.launcher.launch([overrides], initial_job_idx=number)
+            number = self._next_trial_of(study, parent, after=number)
+
+    @staticmethod
+    def _next_trial_of(study: optuna.Study, parent: int, after: int) -> int | None:
+        """The number of the next trial whose job process is ``parent`` (user attribute ``job_pid``, recorded by
+        OptunaPruning); None once ``parent`` has ended."""
+        while os.getppid() == parent:
+            for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if trial.number > after and trial.user_attrs.get("job_pid") == parent:
+                    return trial.number
+            time.sleep(0.5)
+        return None
 
     # ------------------------------------------------------------------------------------------------- trials
 

@@ -53,8 +53,13 @@ class OptunaPruning(Callback):
                     "callbacks.optuna_pruning: trial_number is set without storage and study_name (the sweeper "
                     "passes all three as optuna_trial.storage, optuna_trial.study_name and optuna_trial.number)."
                 )
-            # DDP ranks that Lightning starts re-run the command line: their sweeper runs this trial only.
+            # DDP ranks that Lightning starts re-run the command line: their sweeper runs this trial, then follows
+            # this process (job_pid) from trial to trial. Recorded before fit: the ranks start when fit starts.
             os.environ[TRIAL_ENV] = json.dumps({"storage": storage, "study_name": study_name, "number": trial_number})
+            if os.environ.get("LOCAL_RANK", "0") == "0":
+                from hydra_plugins.mobilevit_optuna_sweeper._storage import record_job_process
+
+                record_job_process(storage, study_name, trial_number)
 
     @property
     def active(self) -> bool:
