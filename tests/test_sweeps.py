@@ -321,7 +321,7 @@ def test_sigterm_mid_trial_then_resume(tmp_path: Path, shared_data_dir: Path) ->
     command = _sweep_command(sweep_dir, shared_data_dir, "hydra.sweeper.n_trials=2", "trainer.max_epochs=1000")
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     last = sweep_dir / "0" / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + 600
     while not last.is_file() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.5)
     assert last.is_file(), (process.kill(), process.communicate()[0][-3000:])
