@@ -452,8 +452,12 @@ def test_hydra_finds_the_sweeper_by_its_scan_and_entry_point() -> None:
 
     from hydra_plugins.mobilevit_optuna_sweeper.optuna_sweeper import OptunaSweeper
 
-    assert OptunaSweeper in Plugins.instance().discover(Sweeper)  # hydra-core 1.3's scan of hydra_plugins
-    assert [point.load() for point in entry_points(group="hydra.plugins")] == [OptunaSweeper]  # Hydra 1.4
+    # hydra-core 1.3's scan of hydra_plugins (it loads modules outside sys.modules: compare class paths)
+    scanned = [f"{plugin.__module__}.{plugin.__name__}" for plugin in Plugins.instance().discover(Sweeper)]
+    assert "hydra_plugins.mobilevit_optuna_sweeper.optuna_sweeper.OptunaSweeper" in scanned
+    (point,) = entry_points(group="hydra.plugins")  # read by Hydra 1.4
+    assert point.value == "hydra_plugins.mobilevit_optuna_sweeper.optuna_sweeper:OptunaSweeper"
+    assert issubclass(point.load(), Sweeper) and point.load().__qualname__ == OptunaSweeper.__qualname__
 
 
 @pytest.mark.slow
