@@ -31,7 +31,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 from rich.console import Console
 
-from mobilevit.callbacks import NonFiniteLossError, TimeToAccuracy
+from mobilevit.callbacks import NonFiniteLossError, OptunaPruning, TimeToAccuracy
 from mobilevit.data.transforms import Preprocessing
 from mobilevit.run_summary import write_run_summary
 from mobilevit.utils import (
@@ -116,8 +116,9 @@ def _experiment_name() -> str | None:
 
 def stop_reason(trainer: L.Trainer, error: BaseException | None = None) -> str:
     """Why ``trainer.fit`` ended: ``sigterm``, ``interrupted`` (Ctrl-C), ``non_finite_loss`` (NaN guard), another
-    exception's type name, or, when fit returned, ``max_epochs``, ``max_steps``, ``max_time``, ``early_stopping``
-    or ``callback`` (another callback set ``trainer.should_stop``)."""
+    exception's type name, or, when fit returned, ``pruned`` (an Optuna sweep's pruner stopped the trial),
+    ``max_epochs``, ``max_steps``, ``max_time``, ``early_stopping`` or ``callback`` (another callback set
+    ``trainer.should_stop``)."""
     if isinstance(error, SIGTERMException):
         return "sigterm"
     if isinstance(error, SystemExit):  # Lightning turns Ctrl-C (KeyboardInterrupt) into sys.exit(1)
@@ -126,6 +127,8 @@ def stop_reason(trainer: L.Trainer, error: BaseException | None = None) -> str:
         return "non_finite_loss"
     if error is not None:
         return type(error).__name__
+    if any(isinstance(cb, OptunaPruning) and cb.pruned for cb in trainer.callbacks):
+        return "pruned"
     if trainer.max_epochs is not None and 0 <= trainer.max_epochs <= trainer.current_epoch:
         return "max_epochs"
     if 0 <= trainer.max_steps <= trainer.global_step:

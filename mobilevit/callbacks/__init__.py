@@ -7,6 +7,7 @@ from mobilevit.callbacks.duration_estimate import DurationEstimate
 from mobilevit.callbacks.last_checkpoint import LastCheckpoint
 from mobilevit.callbacks.model_summary import NetworkSummary
 from mobilevit.callbacks.nan_guard import NonFiniteLossError, NonFiniteLossGuard
+from mobilevit.callbacks.optuna_pruning import OptunaPruning
 from mobilevit.callbacks.rng_state import RNGStateCheckpoint
 from mobilevit.callbacks.time_to_accuracy import TimeToAccuracy
 
@@ -18,6 +19,7 @@ __all__ = [
     "NetworkSummary",
     "NonFiniteLossError",
     "NonFiniteLossGuard",
+    "OptunaPruning",
     "RNGStateCheckpoint",
     "TimeToAccuracy",
     "TrainingDiagnostics",
