@@ -87,12 +87,9 @@ def validate_train_config(cfg: DictConfig) -> None:
         raise UserInputError("\n".join(problems))
 
 
-def check_train_data(
-    cfg: DictConfig, datamodule: L.LightningDataModule, ckpt_path: str | None, ckpt_num_classes: int | None
-) -> None:
-    """Checks across the data module and the rest of the run: BatchNorm can train on the configured batches, the
-    split the final test uses exists, and the checkpoint to resume from (``ckpt_path``, trained on
-    ``ckpt_num_classes``) has the data's class count."""
+def check_train_data(cfg: DictConfig, datamodule: L.LightningDataModule) -> None:
+    """Checks across the data module and the rest of the run: BatchNorm can train on the configured batches, and the
+    split the final test uses exists. (The classes of a checkpoint to resume from: mobilevit.checkpoint.)"""
     check_batch_sizes = getattr(datamodule, "check_train_batch_sizes", None)
     if check_batch_sizes is not None:
         check_batch_sizes()
@@ -102,10 +99,4 @@ def check_train_data(
         raise UserInputError(
             f"data.split={split}: the dataset has no {split} split (no {getattr(datamodule, 'root', '?')}/{split} "
             f"folder), so the test after training would fail. Use data.split=val, add the folder, or set test=false."
-        )
-    if ckpt_num_classes is not None and ckpt_num_classes != datamodule.num_classes:
-        raise UserInputError(
-            f"ckpt_path={ckpt_path} was trained on {ckpt_num_classes} classes but the data has "
-            f"{datamodule.num_classes} (data.root / data.num_classes). Resume on the same dataset, or start a new "
-            f"run with model.pretrained={ckpt_path} to fine-tune on this one (the classifier is then re-initialised)."
         )
