@@ -184,3 +184,34 @@ def test_ddp_reports_every_metric_over_each_image_once(make_cfg, tmp_path: Path,
     events.Reload()
     reports = events.Tensors("val/most_confused/text_summary")
     assert reports and all("(validation, 15 images)" in r.tensor_proto.string_val[0].decode() for r in reports)
+
+
+class RecordEnd(Callback):
+    """Saves ``<folder>/rank<r>.json``: the global step, epoch and learning rate when training ends."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = Path(folder)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        lr = trainer.lr_scheduler_configs[0].scheduler.get_last_lr()[0]
+        record = {"global_step": trainer.global_step, "epoch": trainer.current_epoch, "lr": lr}
+        (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+def test_max_time_under_ddp_stops_both_ranks_together_with_the_lr_annealed(tmp_path: Path, shared_data_dir: Path) -> None:
+    """2 processes, `trainer.max_time` 8 s and 10000 epochs allowed: both ranks stop at the same step (rank 0's clock
+    decides), the run records max_time as the reason, and the linear decay reached about 0 by then."""
+    records = tmp_path / "ranks"
+    quick = [o for o in SAME_STEPS if not o.startswith(("trainer.max_epochs", "scheduler=", "optimizer.lr"))]
+    _train_ddp(
+        tmp_path, shared_data_dir, *quick, *DDP, "data.batch_size=4", "trainer.max_epochs=10000",
+        "+trainer.max_time=00:00:00:08", "scheduler=linear", "scheduler.warmup_epochs=0", "optimizer.lr=0.01",
+        "trainer.check_val_every_n_epoch=1000", f"+callbacks.end._target_={__name__}.RecordEnd",
+        f"+callbacks.end.folder={records}",
+    )  # fmt: skip
+    ranks = [json.loads((records / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert ranks[0] == ranks[1] and 0 < ranks[0]["epoch"] < 10000
+    assert ranks[0]["lr"] <= 0.01 * 0.25  # the last step started in the last quarter of the time budget
+    (run_dir,) = (tmp_path / "logs" / "train" / "runs").iterdir()
+    assert json.loads((run_dir / "summary.json").read_text())["stopped"]["reason"] == "max_time"

@@ -3,6 +3,7 @@
 from mobilevit.callbacks.best_checkpoint import BestCheckpoint
 from mobilevit.callbacks.checkpoint_io import AtomicCheckpointIO, atomic_torch_save
 from mobilevit.callbacks.diagnostics import TrainingDiagnostics
+from mobilevit.callbacks.ema import EMAWeightAveraging
 from mobilevit.callbacks.last_checkpoint import LastCheckpoint
 from mobilevit.callbacks.model_summary import NetworkSummary
 from mobilevit.callbacks.nan_guard import NonFiniteLossError, NonFiniteLossGuard
@@ -12,6 +13,7 @@ from mobilevit.callbacks.time_to_accuracy import TimeToAccuracy
 __all__ = [
     "AtomicCheckpointIO",
     "BestCheckpoint",
+    "EMAWeightAveraging",
     "LastCheckpoint",
     "NetworkSummary",
     "NonFiniteLossError",
