@@ -39,8 +39,8 @@ def _flatten_high_bit_depth(image: Image.Image) -> Image.Image:
 class UnreadableImageError(OSError):
     """An image file that cannot be decoded: ``path`` and ``reason`` (the decoder's error)."""
 
-    def __init__(self, path: str | Path, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
+    def __init__(self, path: str | Path, reason: str = "") -> None:  # one argument: rebuilt from its message
+        super().__init__(f"{path}: {reason}" if reason else str(path))
         self.path = Path(path)
         self.reason = reason
 
