@@ -101,7 +101,7 @@ def test_max_steps_is_the_budget_of_the_schedule(make_cfg, monkeypatch) -> None:
     recorder = RecordLearningRates()
     monkeypatch.setattr(train_script, "instantiate_callbacks", lambda cfg: [recorder])
     cfg = make_cfg([*QUICK, "trainer.max_epochs=1000", "trainer.max_steps=6", "scheduler=linear",
-                    "scheduler.warmup_epochs=0", "optimizer.lr=0.01", "callbacks=none"])  # fmt: skip
+                    "scheduler.warmup_epochs=0", "optimizer.lr=0.01"])  # fmt: skip
     _, objects = train(cfg)
     assert objects["trainer"].global_step == 6
     assert recorder.lrs == pytest.approx([0.01 * (1 - step / 6) for step in range(6)], abs=1e-9)
