@@ -48,6 +48,7 @@ from mobilevit.utils import (
     warn_renamed_options,
 )
 from mobilevit.resume import restore_run_config, write_resume_record
+from mobilevit.checkpoint import read_trained, require_trained_classes
 from mobilevit.utils.validation import check_train_data, validate_train_config
 
 set_project_root(Path(__file__).parent)
@@ -65,9 +66,16 @@ def _hp_name(metric: str) -> str:
     return "hp/" + metric.replace("/", "_")
 
 
+def _reported_hp_metrics(cfg: DictConfig, trainer: L.Trainer) -> list[str]:
+    """The HP_METRICS this run computes: no test/* with test=false, no val/* without validation batches."""
+    stages = {"val": trainer.limit_val_batches != 0, "test": bool(cfg.get("test"))}
+    return [name for name in HP_METRICS if stages[name.split("/")[0]]]
+
+
 @rank_zero_only
-def _log_hyperparameters(loggers: list[Logger], run_cfg: dict[str, Any]) -> None:
-    """Log the run's settings before training; TensorBoard also gets placeholders (-1) for the final metrics."""
+def _log_hyperparameters(loggers: list[Logger], run_cfg: dict[str, Any], hp_metrics: list[str]) -> None:
+    """Log the run's settings before training; TensorBoard also gets placeholders (-1) for the final metrics this
+    run computes (``hp_metrics``): a metric that is never computed is left out, not shown as -1."""
     params = {key: run_cfg.get(key) for key in ("model", "data", "augmentation", "optimizer", "scheduler", "module")}
     params["trainer"] = {
         key: run_cfg["trainer"].get(key) for key in ("max_epochs", "precision", "accumulate_grad_batches")
@@ -75,7 +83,7 @@ def _log_hyperparameters(loggers: list[Logger], run_cfg: dict[str, Any]) -> None
     params["seed"] = run_cfg.get("seed")
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
-            logger.log_hyperparams(params, metrics={_hp_name(name): -1.0 for name in HP_METRICS})
+            logger.log_hyperparams(params, metrics={_hp_name(name): -1.0 for name in hp_metrics})
         else:
             logger.log_hyperparams(params)
         logger.save()
@@ -176,8 +184,14 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
     augmentation = instantiate_optional(cfg.get("augmentation"))
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data, augmentation=augmentation)
-    check_train_data(cfg, datamodule, ckpt_path, resume.class_names if resume else None)
-    net = hydra.utils.instantiate(cfg.model, num_classes=datamodule.num_classes)
+    check_train_data(cfg, datamodule)
+    if ckpt_path:  # read with weights_only=True: an unsafe file is refused here, before training
+        advice = (f"resume on the same dataset, or start a new run with model.pretrained={ckpt_path} to fine-tune on "
+                  "this one (the classifier is then re-initialised)")  # fmt: skip
+        require_trained_classes(read_trained(ckpt_path), datamodule, advice)
+    net = hydra.utils.instantiate(
+        cfg.model, num_classes=datamodule.num_classes, class_names=list(datamodule.class_names)
+    )
     run_cfg = resolved_config(cfg)
     # Partial first: the plain run config must reach the module as is, not be instantiated by Hydra.
     module_factory = hydra.utils.instantiate(cfg.module, _partial_=True)
@@ -207,7 +221,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         **reload,
     )
 
-    _log_hyperparameters(trainer.loggers, run_cfg)
+    _log_hyperparameters(trainer.loggers, run_cfg, _reported_hp_metrics(cfg, trainer))
     error = _fit(trainer, model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     stopped = {
         "reason": stop_reason(trainer, error),

@@ -105,9 +105,18 @@ def datamodule_from_weights(weights: Weights, overrides: dict[str, Any] | None =
     data_cfg = dict(weights.run_config["data"])
     data_cfg.update({key: value for key, value in (overrides or {}).items() if value is not None})
     datamodule = hydra.utils.instantiate(data_cfg)
-    if datamodule.num_classes != weights.num_classes:
-        raise UserInputError(
-            f"The model was trained on {weights.num_classes} classes but data (root={data_cfg.get('root')!r}) has "
-            f"{datamodule.num_classes}; evaluate on the dataset it was trained on."
-        )
+    require_trained_classes(weights, datamodule, "evaluate on data with the classes the model was trained on")
     return datamodule
+
+
+def require_trained_classes(weights: Weights, datamodule: L.LightningDataModule, advice: str) -> None:
+    """The one rule where a checkpoint meets data: the data's class names (in label order) must be the ones the
+    weights were trained on, or a :class:`UserInputError` line lists the differences and ends with ``advice``. Used
+    by evaluate.py and by train.py when it resumes (fine-tuning re-initialises the head instead:
+    :func:`mobilevit.models.load_pretrained`)."""
+    differences = weights.class_differences(list(datamodule.class_names))
+    if differences is not None:
+        raise UserInputError(
+            f"{weights.source} was trained on other classes than data.root={getattr(datamodule, 'root', '?')} has "
+            f"({differences}): {advice}."
+        )

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
-from torchmetrics import MaxMetric, MetricCollection
+from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from mobilevit.errors import UserInputError, require_positive
@@ -176,6 +176,8 @@ class ImageClassifier(L.LightningModule):
         self.train_metrics = classification_metrics(num_classes, "train/")
         self.val_metrics = classification_metrics(num_classes, "val/")
         self.test_metrics = classification_metrics(num_classes, "test/")
+        # Cross-entropy per image, averaged over the whole split (and over every DDP rank's images, each counted once).
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
 
     def _use_class_weights(self, values: Sequence[float] | torch.Tensor | None) -> None:
@@ -250,9 +252,10 @@ class ImageClassifier(L.LightningModule):
     def _eval_step(self, batch: Batch, metrics: MetricCollection, stage: str) -> None:
         images, targets = batch
         logits = self(self._images(images)).float()
-        loss = F.cross_entropy(logits, targets)
         metrics.update(logits, targets)
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)  # mean over ranks
+        loss = self.val_loss if stage == "val" else self.test_loss
+        loss.update(F.cross_entropy(logits, targets, reduction="none"))
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
         for name, metric in metrics.items():
             self.log(name, metric, on_step=False, on_epoch=True, prog_bar=name == "val/acc")
 

@@ -18,7 +18,7 @@ import csv
 import glob
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import hydra
@@ -29,7 +29,14 @@ from rich.table import Table
 from rich.text import Text
 
 from mobilevit.checkpoint import classifier_from_weights, read_trained
-from mobilevit.data.images import IMAGE_EXTENSIONS, is_image_file, load_image
+from mobilevit.data.images import (
+    IMAGE_EXTENSIONS,
+    UnreadableImageError,
+    is_image_file,
+    load_image,
+    require_utf8_names,
+    walk_files,
+)
 from mobilevit.errors import UserInputError, require_int
 from mobilevit.export.runtime import is_artifact, load_artifact
 from mobilevit.module import hflip_tta_logits
@@ -67,20 +74,23 @@ class PredictionRun:
     """Everything one call of :func:`predict` produced."""
 
     predictions: list[Prediction]
-    skipped: list[tuple[Path, str]]  # (file, reason)
+    skipped: list[tuple[Path, str]]  # (file, reason): unreadable files
     class_names: list[str]
     output: Path | None
+    left_out: list[Path] = field(default_factory=list)  # files in input folders without an image extension
 
 
 def _is_image_file(path: Path) -> bool:
     return path.is_file() and is_image_file(path)
 
 
-def find_images(inputs: str | Sequence[str]) -> list[Path]:
-    """Files named by ``inputs``: files as given, directories searched recursively, glob patterns expanded.
+def find_images(inputs: str | Sequence[str], left_out: list[Path] | None = None) -> list[Path]:
+    """Files named by ``inputs``: files as given, directories searched recursively the way the datasets are
+    (:func:`~mobilevit.data.images.walk_files`: symlinked folders followed), glob patterns expanded.
 
-    Directories and patterns yield only files with an image extension; the result keeps the order of
-    ``inputs`` (sorted within each entry) without duplicates.
+    Directories and patterns yield only files with an image extension; the other files of directories are appended
+    to ``left_out``. The result keeps the order of ``inputs`` (sorted within each entry) without duplicates. Names
+    that are not valid UTF-8 are refused (:func:`~mobilevit.data.images.require_utf8_names`).
     """
     entries = [inputs] if isinstance(inputs, str) else list(inputs)
     if not entries:
@@ -91,7 +101,10 @@ def find_images(inputs: str | Sequence[str]) -> list[Path]:
         if path.is_file():
             matches = [path]
         elif path.is_dir():
-            matches = sorted(p for p in path.rglob("*") if _is_image_file(p))
+            walked = list(walk_files(path))
+            matches = sorted(p for p in walked if is_image_file(p))
+            if left_out is not None:
+                left_out.extend(p for p in walked if not is_image_file(p))
         elif glob.has_magic(entry):
             matches = sorted(p for p in map(Path, glob.glob(str(path), recursive=True)) if _is_image_file(p))
         else:
@@ -100,6 +113,7 @@ def find_images(inputs: str | Sequence[str]) -> list[Path]:
             kinds = ", ".join(sorted(IMAGE_EXTENSIONS))
             raise UserInputError(f"inputs: '{entry}' contains no image files ({kinds}).")
         found.update(dict.fromkeys(matches))
+    require_utf8_names(found)
     return list(found)
 
 
@@ -167,8 +181,8 @@ def _batches(
     for file in files:
         try:
             tensor = classifier.transform(load_image(file))
-        except Exception as exc:  # noqa: BLE001 - decoders raise many types on corrupt data; skip the file
-            reason = f"{type(exc).__name__}: {exc}"
+        except UnreadableImageError as exc:
+            reason = exc.reason
             skipped.append((file, reason))
             console.print(Text(f"Skipped {display_path(file)}: cannot read it as an image ({reason})", style="yellow"))
             continue
@@ -208,7 +222,10 @@ def print_predictions(run: PredictionRun, console: Console) -> None:
                 name = display_path(prediction.file) if rank == 1 else ""
                 table.add_row(name, str(rank), run.class_names[index], f"{probability:.4f}", end_section=rank == top_k)
         console.print(table)
-    summary = f"Predicted {len(run.predictions)} image(s); skipped {len(run.skipped)} unreadable file(s)."
+    summary = f"Predicted {len(run.predictions)} image(s); skipped {len(run.skipped)} unreadable file(s)"
+    if run.left_out:
+        summary += f" and {len(run.left_out)} without an image extension"
+    summary += "."
     console.print(summary, style="bold" if run.predictions else "bold red")
     if run.output is not None and run.predictions:
         console.print(f"CSV: [cyan]{display_path(run.output)}[/]")
@@ -223,7 +240,8 @@ def predict(cfg: DictConfig, console: Console | None = None) -> PredictionRun:
     top_k = require_int(cfg.get("topk", 5), "topk", 1)
     batch_size = require_int(cfg.get("batch_size", 32), "batch_size", 1)
     inputs = cfg.inputs
-    files = find_images(list(inputs) if isinstance(inputs, ListConfig) else str(inputs))
+    left_out: list[Path] = []
+    files = find_images(list(inputs) if isinstance(inputs, ListConfig) else str(inputs), left_out)
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, Path(cfg.paths.log_dir) / "train")
     hflip_tta = cfg.get("hflip_tta")
     classifier: Classifier | ArtifactClassifier
@@ -246,7 +264,7 @@ def predict(cfg: DictConfig, console: Console | None = None) -> PredictionRun:
             predictions.append(Prediction(file, classes, probs))
 
     output = Path(cfg.output) if cfg.get("output") else None
-    run = PredictionRun(predictions, skipped, classifier.class_names, output)
+    run = PredictionRun(predictions, skipped, classifier.class_names, output, left_out)
     if output is not None and predictions:
         write_predictions_csv(run, output)
     print_predictions(run, console)

@@ -9,7 +9,7 @@ run it names: same network, data, augmentation, schedule, budget and precision.
   ``data.num_workers``, ...) takes effect and is logged as a diff against the run.
 - What it cannot change without becoming another run (:data:`RUN_IDENTITY_KEYS`: the network, the dataset and its
   split) is refused in one line; the class list is compared by name once the data is built
-  (:func:`mobilevit.utils.validation.check_train_data`).
+  (:func:`mobilevit.checkpoint.require_trained_classes`).
 - The new run directory records where it came from (``resumed_from.json``, and ``resumed_from`` in summary.json).
 """
 
@@ -63,13 +63,9 @@ class ResumeRecord:
     epoch: int
     global_step: int
     changed: dict[str, list[Any]] = field(default_factory=dict)  # key -> [value in the run, value now]
-    class_names: list[str] | None = field(default=None, repr=False)  # the run's classes, in label order
 
     def to_dict(self) -> dict[str, Any]:
-        """The record without the class list (the checkpoint holds it)."""
-        record = asdict(self)
-        record.pop("class_names")
-        return record
+        return asdict(self)
 
 
 def _leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -215,7 +211,6 @@ def restore_run_config(cfg: DictConfig, overrides: Sequence[str]) -> tuple[DictC
         epoch=int(checkpoint.get("epoch", 0)),
         global_step=int(checkpoint.get("global_step", 0)),
         changed=changes,
-        class_names=checkpoint["hyper_parameters"].get("class_names"),
     )
     log.info(
         "Resuming the run in %s from %s (epoch %d, step %d) with its own stored config.",

@@ -89,6 +89,10 @@ def test_progress_is_the_largest_of_epochs_steps_and_time(monkeypatch) -> None:
     assert training_progress(trainer) == pytest.approx(0.6)  # time dominates
     monkeypatch.setattr(timer, "time_elapsed", lambda stage="train": 500.0)
     assert training_progress(trainer) == 1.0
+    monkeypatch.setattr(timer, "time_elapsed", lambda stage="train": 10.0)
+    monkeypatch.setattr(type(trainer), "global_step", property(lambda self: 40))
+    assert training_progress(trainer) == pytest.approx(0.8)  # steps dominate: 40 / 50
+    assert training_progress(trainer, within_epoch=False) == pytest.approx(0.8)
 
 
 def test_time_budget_anneals_to_zero_when_the_time_runs_out(make_cfg) -> None:

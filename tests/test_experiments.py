@@ -290,3 +290,37 @@ def test_finetune_recipe_loads_pretrained_weights_and_trains_the_head_faster(
     weights = read_trained(last)
     assert (weights.variant, weights.num_classes, weights.preprocessing) == ("mobilevit_xxs", 3, recorded)
     assert weights.eval_transform()(torch.zeros(3, 40, 60, dtype=torch.uint8)).shape == (3, 48, 48)
+
+
+class ValidationStates(L.Callback):
+    """Keeps the module's floating-point state at the start of every validation after the sanity check (after the
+    EMA callback swapped in the weights it validates)."""
+
+    def __init__(self) -> None:
+        self.states: list[dict[str, torch.Tensor]] = []
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.states.append(_float_state(pl_module))
+
+
+def test_ema_keeps_the_plain_weights_until_update_starting_at_step(make_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
+    """callbacks.ema.update_starting_at_step=2, 4 steps, validation after steps 2 and 4: the first validation uses
+    the plain weights of step 2 (not the untrained ones), the second and the final weights the average of steps 3-4."""
+    decay = 0.6
+    recorder, validated = StateRecorder(), ValidationStates()
+    monkeypatch.setattr(
+        train_script, "instantiate_callbacks", lambda cfg: [*instantiate_callbacks(cfg), recorder, validated]
+    )
+    overrides = [*TINY_SYNTHETIC, *FAST_TRAIN, *TINY_BUDGET, "callbacks=[default,ema]", f"callbacks.ema.decay={decay}",
+                 "callbacks.ema.update_starting_at_step=2", "optimizer.lr=0.05", "scheduler=none", "test=false"]  # fmt: skip
+    _, objects = train_script.train(make_cfg(overrides, run_name="ema_start"))
+    assert len(recorder.states) == 4 and len(validated.states) == 2
+    first, second = validated.states
+    assert all(torch.equal(first[key], recorder.states[1][key]) for key in first)  # plain weights after step 2
+    assert any(not torch.allclose(first[key], recorder.starts[0][key]) for key in first)  # not the untrained ones
+    ema = _manual_ema(recorder.states[2:], decay)  # the average starts from step 3's weights
+    final = _float_state(objects["model"])
+    for key in ema:
+        assert torch.allclose(second[key], ema[key], atol=1e-6), key
+        assert torch.allclose(final[key], ema[key], atol=1e-6), key

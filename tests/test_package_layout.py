@@ -17,10 +17,16 @@ DOMAIN_PACKAGES = ("mobilevit.data", "mobilevit.models", "mobilevit.module")
 
 
 def _imported_modules(path: Path) -> set[str]:
+    """Absolute names of every module ``path`` imports: relative imports resolved (``from ..data import x`` in
+    mobilevit/utils/ is mobilevit.data), and ``from package import name`` also counts package.name."""
+    package = path.relative_to(ROOT).with_suffix("").parts[:-1]  # ("mobilevit", "utils")
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
+        if isinstance(node, ast.ImportFrom):
+            parent = package[: len(package) - node.level + 1] if node.level else ()
+            base = ".".join([*parent, *([node.module] if node.module else [])])
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
         elif isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
     return names

@@ -154,7 +154,7 @@ def test_predict_prints_table_writes_csv_and_skips_unreadable(make_cfg, checkpoi
     assert sorted(path.name for path, _ in run.skipped) == sorted(UNREADABLE)
     for name in UNREADABLE:
         assert f"{name}: cannot read it as an image" in printed
-    assert "Predicted 9 image(s); skipped 2 unreadable file(s)." in printed
+    assert "Predicted 9 image(s); skipped 2 unreadable file(s) and 1 without an image extension." in printed
     assert "Top-3 predictions" in printed and "exif_rotated.jpg" in printed
     assert all(name in printed for name in CLASSES)
 

@@ -4,15 +4,21 @@ DDP multirun, writes exactly one output directory."""
 
 from __future__ import annotations
 
+import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import hydra
 import lightning as L
+import pytest
 import torch
 from conftest import ROOT, TINY_SYNTHETIC, subprocess_env
 from lightning.pytorch.callbacks import Callback
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from evaluate import evaluate
 
 from mobilevit.models import create_model
 from mobilevit.module import soft_target_cross_entropy, weight_decay_param_groups
@@ -143,3 +149,69 @@ def test_ddp_multirun_jobs_each_write_one_directory(tmp_path: Path, shared_data_
     for job in ("0", "1"):
         assert (sweep / job / "checkpoints" / "last.ckpt").is_file() and (sweep / job / "summary.json").is_file()
         assert f"seed={int(job) + 1}" in (sweep / job / ".hydra" / "overrides.yaml").read_text()
+
+
+def test_ddp_reports_every_metric_over_each_image_once(make_cfg, tmp_path: Path, shared_data_dir: Path) -> None:
+    """2 processes, val and test splits of 15 images (5 per class: not divisible by 2): every val/test number of
+    summary.json, of the CSV log and the confusion-matrix report equals one process's evaluation of the same weights
+    (Lightning's DistributedSampler would pad each rank to 8 images and count one image twice)."""
+    data = [
+        *[o for o in SAME_STEPS if not o.startswith(("data.", "logger=", "callbacks.reports", "test="))],
+        "data=synthetic", "data.num_classes=3", "data.train_per_class=4", "data.val_per_class=5",
+        "data.test_per_class=5", "data.source_size=32", "data.image_size=32", "data.num_workers=0",
+        "data.batch_size=4",
+    ]  # fmt: skip
+    reports = ["logger=[csv,tensorboard]", "callbacks.reports.every_n_epochs=1", "callbacks.reports.max_images=0"]
+    _train_ddp(tmp_path, shared_data_dir, *data, *DDP, "trainer.max_epochs=1", "test=true", *reports)
+    (run_dir,) = (tmp_path / "logs" / "train" / "runs").iterdir()
+    metrics = json.loads((run_dir / "summary.json").read_text())["metrics"]
+    ckpt = run_dir / "checkpoints" / "last.ckpt"  # one epoch: the tested (best) weights are the last ones
+    logged = {}
+    for row in csv.DictReader(next(run_dir.rglob("metrics.csv")).open()):
+        logged.update({key: float(value) for key, value in row.items() if value and key.startswith(("val/", "test/"))})
+    for split in ("val", "test"):
+        one = evaluate(make_cfg(
+            [f"ckpt_path={ckpt}", f"data.split={split}", "trainer=cpu", "trainer.precision=32-true", "fuse_bn=false",
+             "trainer.enable_progress_bar=false"],
+            config_name="eval", run_name=f"eval_{split}",
+        ))  # fmt: skip
+        assert one["num_images"] == 15
+        expected = {"acc": one["top1"], "acc_top5": one["top5"], "f1": one["macro_f1"], "loss": one["loss"]}
+        for name, value in expected.items():
+            assert metrics[f"{split}/{name}"] == pytest.approx(value, abs=1e-5), (split, name)
+            assert logged[f"{split}/{name}"] == pytest.approx(value, abs=1e-5), (split, name)
+    events = EventAccumulator(str(next(run_dir.rglob("events.out.tfevents.*")).parent))
+    events.Reload()
+    reports = events.Tensors("val/most_confused/text_summary")
+    assert reports and all("(validation, 15 images)" in r.tensor_proto.string_val[0].decode() for r in reports)
+
+
+class RecordEnd(Callback):
+    """Saves ``<folder>/rank<r>.json``: the global step, epoch and learning rate when training ends."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = Path(folder)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        lr = trainer.lr_scheduler_configs[0].scheduler.get_last_lr()[0]
+        record = {"global_step": trainer.global_step, "epoch": trainer.current_epoch, "lr": lr}
+        (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+def test_max_time_under_ddp_stops_both_ranks_together_with_the_lr_annealed(tmp_path: Path, shared_data_dir: Path) -> None:
+    """2 processes, `trainer.max_time` 8 s and 10000 epochs allowed: both ranks stop at the same step (rank 0's clock
+    decides), the run records max_time as the reason, and the linear decay reached about 0 by then."""
+    records = tmp_path / "ranks"
+    quick = [o for o in SAME_STEPS if not o.startswith(("trainer.max_epochs", "scheduler=", "optimizer.lr"))]
+    _train_ddp(
+        tmp_path, shared_data_dir, *quick, *DDP, "data.batch_size=4", "trainer.max_epochs=10000",
+        "+trainer.max_time=00:00:00:08", "scheduler=linear", "scheduler.warmup_epochs=0", "optimizer.lr=0.01",
+        "trainer.check_val_every_n_epoch=1000", f"+callbacks.end._target_={__name__}.RecordEnd",
+        f"+callbacks.end.folder={records}",
+    )  # fmt: skip
+    ranks = [json.loads((records / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert ranks[0] == ranks[1] and 0 < ranks[0]["epoch"] < 10000
+    assert ranks[0]["lr"] <= 0.01 * 0.25  # the last step started in the last quarter of the time budget
+    (run_dir,) = (tmp_path / "logs" / "train" / "runs").iterdir()
+    assert json.loads((run_dir / "summary.json").read_text())["stopped"]["reason"] == "max_time"

@@ -52,7 +52,7 @@ def _at(step: int, action: str) -> list[str]:
 
 
 CASES = {  # reason -> (overrides, exception train() ends with, whether the final test runs)
-    "max_steps": (["+trainer.max_steps=4"], None, True),
+    "max_steps": (["trainer.max_steps=4"], None, True),
     "max_time": (["trainer.max_time=00:00:00:02", *_at(4, "sleep")], None, True),
     "early_stopping": (
         ["+callbacks.early_stopping._target_=mobilevit.callbacks.early_stopping.DelayedEarlyStopping",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+from lightning.pytorch.callbacks import Timer
 
 from conftest import FAST_TRAIN, TINY_SYNTHETIC, train_two_ddp_processes
 from mobilevit.data import SyntheticDataModule
@@ -144,11 +145,23 @@ def test_resumed_run_continues_the_schedule(make_cfg, tmp_path: Path) -> None:
     assert sorted({(epoch, size) for epoch, size, _ in resumed}) == [(1, 32), (2, 64), (3, 64)]
 
 
+class RecordSizesSkewedClock(RecordSizes):
+    """RecordSizes, with rank 1's training clock 40 minutes ahead of rank 0's (the ranks' clocks never agree)."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_rank == 1:
+            timer = next(callback for callback in trainer.callbacks if isinstance(callback, Timer))
+            clock = timer.time_elapsed
+            timer.time_elapsed = lambda stage="train": clock(stage) + 2400.0
+
+
 def test_ddp_ranks_use_the_same_size_at_every_step(tmp_path: Path) -> None:
-    """train.py with 2 CPU processes (gloo) and a schedule: per step both ranks train at the same size."""
+    """train.py with 2 CPU processes (gloo), a schedule and a 1-hour max_time, rank 1's clock 40 minutes ahead: per
+    step both ranks train at the same size, rank 0's (on its own clock rank 1 would be at 67 % of the time budget)."""
     records = tmp_path / "records"
-    schedule = ["data.image_size=64", "data.batch_size=2", "data.resolution_schedule=[[0,32],[0.5,64]]"]
-    train_two_ddp_processes(tmp_path, schedule, f"{__name__}.RecordSizes", records)
+    schedule = ["data.image_size=64", "data.batch_size=2", "data.resolution_schedule=[[0,32],[0.5,64]]",
+                "+trainer.max_time=00:01:00:00"]  # fmt: skip
+    train_two_ddp_processes(tmp_path, schedule, f"{__name__}.RecordSizesSkewedClock", records)
     steps = [json.loads((records / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert len(steps[0]) > 0 and steps[0] == steps[1]  # per step: the same epoch, size and batch length
     assert {(epoch, size) for epoch, size, _ in steps[0]} == {(0, 32), (1, 64)}

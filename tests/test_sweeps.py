@@ -9,8 +9,10 @@ from pathlib import Path
 
 import hydra
 import pytest
+import torch.nn.functional as F
 import yaml
 from conftest import FAST_TRAIN, ROOT, TINY_SYNTHETIC, subprocess_env
+from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf
 
 SEARCHED = {"optimizer.lr", "optimizer.weight_decay", "module.label_smoothing", "model.drop_rate"}
@@ -28,7 +30,23 @@ def test_optuna_search_space_fits_the_config(experiment: str | None, make_cfg) -
         assert OmegaConf.select(cfg, key, default=None) is not None, key
 
 
+class ScriptedValidation(Callback):
+    """Validation predictions scripted from the targets: all right after the first epoch, all wrong after the others
+    (val/acc 1.0, then 0.0), so a trial's best value and its final value differ."""
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        shift = 0 if trainer.current_epoch == 0 and not trainer.sanity_checking else 1
+        wanted = (batch[1] + shift) % pl_module.num_classes
+        self.hook = pl_module.register_forward_hook(lambda module, args, out: 10.0 * F.one_hot(wanted, out.shape[1]))
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self.hook.remove()
+
+
 def test_optuna_sweep_runs_two_trials(tmp_path: Path, shared_data_dir: Path) -> None:
+    """Two trials of 2 epochs each, whose val/acc is 1.0 after epoch 1 and 0.0 after epoch 2: the sweep optimises
+    each trial's best value (1.0), not its final one."""
+    env = {**subprocess_env(), "PYTHONPATH": str(ROOT / "tests")}  # this module, for the scripted validation
     result = subprocess.run(
         [
             sys.executable,
@@ -40,13 +58,14 @@ def test_optuna_sweep_runs_two_trials(tmp_path: Path, shared_data_dir: Path) -> 
             *TINY_SYNTHETIC,
             *FAST_TRAIN,
             "model=mobilevit_xxs",
-            "trainer.max_epochs=1",
+            "trainer.max_epochs=2",
             "+trainer.limit_train_batches=2",
             "logger=none",
             "test=false",
+            f"+callbacks.scripted._target_={__name__}.ScriptedValidation",
         ],
         cwd=ROOT,
-        env=subprocess_env(),
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,
@@ -65,8 +84,10 @@ def test_optuna_sweep_runs_two_trials(tmp_path: Path, shared_data_dir: Path) -> 
     assert sampled[0] != sampled[1]
     results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     assert results["name"] == "optuna" and set(results["best_params"]) == SEARCHED
-    best = max(json.loads((sweep_dir / t / "summary.json").read_text())["metrics"]["val/acc_best"] for t in trials)
-    assert results["best_value"] == pytest.approx(best)  # the sweep returned each trial's best val/acc
+    for trial in trials:
+        metrics = json.loads((sweep_dir / trial / "summary.json").read_text())["metrics"]
+        assert metrics["val/acc"] == 0.0 and metrics["val/acc_best"] == 1.0
+    assert results["best_value"] == 1.0  # the sweep returned each trial's best val/acc, not the final one
 
 
 @pytest.mark.parametrize("launcher", ["slurm", "submitit_slurm"])

@@ -4,6 +4,7 @@ from mobilevit.callbacks.best_checkpoint import BestCheckpoint
 from mobilevit.callbacks.checkpoint_io import AtomicCheckpointIO, atomic_torch_save
 from mobilevit.callbacks.diagnostics import TrainingDiagnostics
 from mobilevit.callbacks.duration_estimate import DurationEstimate
+from mobilevit.callbacks.ema import EMAWeightAveraging
 from mobilevit.callbacks.last_checkpoint import LastCheckpoint
 from mobilevit.callbacks.model_summary import NetworkSummary
 from mobilevit.callbacks.nan_guard import NonFiniteLossError, NonFiniteLossGuard
@@ -15,6 +16,7 @@ __all__ = [
     "AtomicCheckpointIO",
     "BestCheckpoint",
     "DurationEstimate",
+    "EMAWeightAveraging",
     "LastCheckpoint",
     "NetworkSummary",
     "NonFiniteLossError",

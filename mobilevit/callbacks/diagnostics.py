@@ -298,9 +298,8 @@ class TrainingDiagnostics(L.Callback):
         if not self._logits:
             return
         logits, targets = torch.cat(self._logits), torch.cat(self._targets)
-        if trainer.world_size > 1:  # every rank sees an equal share (the distributed sampler pads)
-            logits = pl_module.all_gather(logits.to(pl_module.device)).flatten(0, 1).cpu()
-            targets = pl_module.all_gather(targets.to(pl_module.device)).flatten(0, 1).cpu()
+        if trainer.world_size > 1:  # each validation image is on exactly one rank
+            logits, targets = _gather_shares(pl_module, logits), _gather_shares(pl_module, targets)
         if trainer.is_global_zero:
             pending = (trainer.current_epoch + 1, trainer.global_step, logits, targets, self._mistakes)
             self._pending = None if self.is_report_epoch(trainer) else pending
@@ -351,6 +350,17 @@ class TrainingDiagnostics(L.Callback):
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._remove_hook()
         self._reset_epoch()
+
+
+def _gather_shares(pl_module: L.LightningModule, tensor: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``tensor`` (N_r, ...) concatenated in rank order (on CPU), for shares of different lengths
+    (the validation loader does not pad them to one length)."""
+    local = tensor.to(pl_module.device)
+    counts = pl_module.all_gather(torch.tensor(local.shape[0], device=pl_module.device)).flatten().tolist()
+    padded = local.new_zeros((max(counts), *local.shape[1:]))
+    padded[: local.shape[0]] = local
+    gathered = pl_module.all_gather(padded)  # (world size, max count, ...)
+    return torch.cat([gathered[rank, :count] for rank, count in enumerate(counts)]).cpu()
 
 
 def _class_names(trainer: L.Trainer, pl_module: L.LightningModule, num_classes: int) -> list[str]:

@@ -15,11 +15,12 @@ import lightning as L
 import torch
 import torch.distributed as dist
 from lightning.pytorch.utilities import rank_zero_only
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 
 from mobilevit.data.batchnorm import trains_batchnorm
 from mobilevit.data.cache import DecodedImageCache, TransformedDataset
-from mobilevit.data.images import scan_images
+from mobilevit.data.images import UnreadableImageError, require_utf8_names, scan_images
 from mobilevit.data.resolution import ResolutionSchedule
 from mobilevit.data.sampler import (
     MultiScaleBatchSampler,
@@ -77,6 +78,48 @@ def _log_dropped_batch(images: int, size: int, split_images: int, world_size: in
     )
 
 
+class SkipUnreadable(Dataset):
+    """``dataset`` whose items that cannot be decoded when loaded (:class:`UnreadableImageError`: the file changed or
+    broke after the start-up scan) become None, each logged with this process's running count
+    (``data.skip_bad_images=true``); :class:`DropSkipped` leaves them out of the batch."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+        self.targets = getattr(dataset, "targets", None)
+        self.skipped = 0
+
+    def __getitem__(self, key: Any) -> Any:
+        try:
+            return self.dataset[key]
+        except UnreadableImageError as error:
+            self.skipped += 1
+            log.warning(
+                "data.skip_bad_images=true: skipped %s, unreadable when loaded (%s); %d image%s skipped so far in "
+                "this process.", error.path, error.reason, self.skipped, "" if self.skipped == 1 else "s",
+            )  # fmt: skip
+            return None
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+
+class DropSkipped:
+    """``collate_fn`` that leaves out the samples :class:`SkipUnreadable` replaced by None, then collates the rest
+    with ``collate`` (default: ``default_collate``)."""
+
+    def __init__(self, collate: Callable[[list[Any]], Any] | None = None) -> None:
+        self.collate = collate or default_collate
+
+    def __call__(self, samples: list[Any]) -> Any:
+        kept = [sample for sample in samples if sample is not None]
+        if not kept:
+            raise UserInputError(
+                f"All {len(samples)} images of a batch were unreadable when loaded (data.skip_bad_images=true): the "
+                "files under data.root changed after the start-up scan; see the warnings above."
+            )
+        return self.collate(kept)
+
+
 class ImageClassificationDataModule(L.LightningDataModule, ABC):
     """Base data module: shared arguments, transforms and dataloaders; the one owner of every image size.
 
@@ -107,7 +150,8 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
             (256 -> 160, 192, 256, 288, 320). Under a resolution schedule they scale with the scheduled size.
         multiscale_seed: seed of the multi-scale index shuffle and resolution order (same on all ranks).
         skip_bad_images: what to do with image files that :meth:`check_images` finds unreadable: False stops
-            with one error that lists them all, True trains without them and logs which.
+            with one error that lists them all, True trains without them and logs which. With True, a file that
+            still fails when a batch is loaded (it changed after the scan) is left out of that batch and logged.
         resolution_schedule: progressive resizing, ``[[fraction, size], ...]`` (see
             :class:`mobilevit.data.resolution.ResolutionSchedule`): the training size from that fraction of the
             training budget on, in pixels (int) or as a fraction of ``image_size`` (float). None trains at
@@ -225,13 +269,15 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         decode for JPEGs, a chunk check for PNGs; in threads), whatever the dataset and wherever its copy came from.
 
         Unreadable files raise one :class:`UserInputError` that lists every one of them, unless
-        ``skip_bad_images`` is set: then they are logged and left out of the datasets (``bad_images``).
+        ``skip_bad_images`` is set: then they are logged and left out of the datasets (``bad_images``). File names
+        that are not valid UTF-8 are refused (:func:`~mobilevit.data.images.require_utf8_names`).
         """
         todo = [split for split in dict.fromkeys(splits) if split not in self._scanned and self.has_split(split)]
         if not todo:
             return
         started = time.perf_counter()
         files = list(dict.fromkeys(path for split in todo for path in self.image_files(split)))
+        require_utf8_names(files, self.root)
         bad = scan_images(files)
         self._scanned.update(todo)
         log.info("Checked %d image files of %s in %.2f s.", len(files), "/".join(todo), time.perf_counter() - started)
@@ -391,8 +437,9 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
 
         Training batches go through the augmentation's batch transform (if any). With multi-scale the
         training loader uses :class:`MultiScaleBatchSampler`, and every loader is sharded across DDP ranks
-        here (Lightning's sampler injection is off, see :attr:`uses_custom_sampler`). ``size``: the training
-        size (default :meth:`train_size`), decided once so the dataset and the batches agree.
+        here (Lightning's sampler injection is off, see :attr:`uses_custom_sampler`). Under DDP the validation and
+        test loaders are sharded here without padding (each image on exactly one rank). ``size``: the training size
+        (default :meth:`train_size`), decided once so the dataset and the batches agree.
         """
         is_train = split == "train"
         size = (self.train_size() if size is None else size) if is_train else self.eval_image_size
@@ -401,26 +448,32 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         batch_size = self.train_batch_size(size) if is_train else self.batch_size
         if is_train and self.resolution_schedule is not None:
             log.info("Training at %d px, batch size %d (data.resolution_schedule).", size, batch_size)
+        collate = BatchTransformCollate(self.batch_transform) if is_train and self.batch_transform else None
+        if self.skip_bad_images:  # a file that breaks after the start-up scan is left out, not fatal
+            dataset, collate = SkipUnreadable(dataset), DropSkipped(collate)
         options: dict[str, Any] = dict(
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.persistent_workers and self.num_workers > 0,
-            collate_fn=BatchTransformCollate(self.batch_transform) if is_train and self.batch_transform else None,
+            collate_fn=collate,
         )
         sampler = None
         world_size, rank = self.replicas()
-        if self.uses_custom_sampler and (is_train or world_size > 1):
+        if not is_train and world_size > 1:
+            # Every image exactly once over the ranks (DistributedSampler would repeat a few to even out the shares,
+            # and every reported metric would count them twice); the shares may differ by one image.
+            sampler = UnrepeatedDistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=False)
+        elif self.uses_custom_sampler and is_train:
             sampler = DistributedSampler(
                 dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=self.multiscale_seed
             )
-            if is_train:
-                batch_sampler = MultiScaleBatchSampler(
-                    sampler, self._multiscale_sizes_at(size), size, batch_size, seed=self.multiscale_seed
-                )
-                if batch_sampler.dropped:
-                    size = batch_sampler.dropped_size
-                    _log_dropped_batch(batch_sampler.dropped, size, len(sampler), world_size)
-                return DataLoader(dataset, batch_sampler=batch_sampler, **options)
+            batch_sampler = MultiScaleBatchSampler(
+                sampler, self._multiscale_sizes_at(size), size, batch_size, seed=self.multiscale_seed
+            )
+            if batch_sampler.dropped:
+                size = batch_sampler.dropped_size
+                _log_dropped_batch(batch_sampler.dropped, size, len(sampler), world_size)
+            return DataLoader(dataset, batch_sampler=batch_sampler, **options)
         # This process's share (Lightning's DistributedSampler pads every rank to ceil(N / world size)).
         num_samples = len(sampler) if sampler is not None else math.ceil(len(dataset) / world_size)  # type: ignore[arg-type]
         drop_last = is_train and self._untrainable_remainder(num_samples, world_size, batch_size, size)

@@ -9,7 +9,7 @@ from typing import Any
 from torchvision.datasets import ImageFolder
 
 from mobilevit.data.base import SPLITS, ImageClassificationDataModule, Transform, _log_warning
-from mobilevit.data.images import IMAGE_EXTENSIONS, is_image_file, load_image, non_image_files
+from mobilevit.data.images import IMAGE_EXTENSIONS, is_image_file, load_image, non_image_files, require_utf8_names
 from mobilevit.errors import UserInputError
 
 EXTENSIONS: tuple[str, ...] = tuple(sorted(IMAGE_EXTENSIONS))
@@ -75,10 +75,11 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         return folder
 
     def _discover_classes(self) -> list[str]:
-        """Class names from train/; checks that val/ exists and holds no unknown classes."""
+        """Class names from train/ (valid UTF-8); checks that val/ exists and holds no unknown classes."""
         if not self.root.is_dir():
             raise UserInputError(f"data.root {self.root} is not a folder. {self._layout_hint()}")
         classes = list_class_folders(self._split_folder("train"))
+        require_utf8_names((self.root / "train" / name for name in classes), self.root)  # before any work
         if not classes:
             raise UserInputError(f"{self.root / 'train'} has no class sub-folders. {self._layout_hint()}")
         self._check_known_classes("val", classes)

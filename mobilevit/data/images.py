@@ -3,13 +3,16 @@ finds unreadable files before training starts."""
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, JpegImagePlugin
+
+from mobilevit.errors import UserInputError
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".jfif"}
@@ -33,13 +36,50 @@ def _flatten_high_bit_depth(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(pixels * (255.0 / top)), 0, 255).astype(np.uint8), mode="L")
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """``path`` decoded as an upright RGB image: EXIF orientation applied, transparency composited on white.
+class UnreadableImageError(OSError):
+    """An image file that cannot be decoded: ``path`` and ``reason`` (the decoder's error)."""
 
-    Any mode Pillow decodes works: grayscale, palette (with transparency), RGBA, CMYK, 16-bit and float.
-    Raises whatever Pillow raises for unreadable or corrupt files.
-    """
-    with Image.open(path) as opened:
+    def __init__(self, path: str | Path, reason: str = "") -> None:  # one argument: rebuilt from its message
+        super().__init__(f"{path}: {reason}" if reason else str(path))
+        self.path = Path(path)
+        self.reason = reason
+
+
+def _jpeg_scale_within_limit(size: tuple[int, int]) -> int | None:
+    """The smallest JPEG draft scale (2, 4 or 8) at which an image of ``size`` has at most Pillow's
+    ``Image.MAX_IMAGE_PIXELS`` pixels; None when even 1/8 has more."""
+    limit = Image.MAX_IMAGE_PIXELS or math.inf
+    return next((scale for scale in (2, 4, 8) if math.ceil(size[0] / scale) * math.ceil(size[1] / scale) <= limit), None)
+
+
+def _open_image(path: str | Path) -> Image.Image:
+    """``Image.open(path)``; a JPEG above Pillow's decompression-bomb limit is opened reduced instead (JPEG draft
+    mode decodes at 1/2, 1/4 or 1/8 scale, the smallest reduction that fits ``Image.MAX_IMAGE_PIXELS``). Other
+    formats above the limit are refused (``DecompressionBombError``): the limit is Pillow's guard, kept on purpose."""
+    try:
+        return Image.open(path)
+    except Image.DecompressionBombError:
+        with open(path, "rb") as file:
+            if file.read(3) != b"\xff\xd8\xff":  # not a JPEG: no reduced decode, the refusal stands
+                raise
+    image = JpegImagePlugin.JpegImageFile(str(path))  # the plugin itself: no bomb check, nothing decoded yet
+    scale = _jpeg_scale_within_limit(image.size)
+    if scale is None:
+        image.close()
+        raise Image.DecompressionBombError(
+            f"{image.size[0]}x{image.size[1]} px: more than Pillow's limit of {Image.MAX_IMAGE_PIXELS} pixels even "
+            "when decoded at 1/8 scale"
+        )
+    image.draft("RGB", (image.size[0] // scale, image.size[1] // scale))
+    return image
+
+
+def _decode(path: str | Path, reduced: bool = False) -> Image.Image:
+    """``path`` decoded as upright RGB (see :func:`load_image`); ``reduced``: JPEGs at 1/8 scale (every byte is still
+    read and entropy-decoded, so damaged data shows as it would at full scale)."""
+    with _open_image(path) as opened:
+        if reduced and opened.format == "JPEG":
+            opened.draft("RGB", (1, 1))  # no effect on a JPEG already opened reduced: that one is decoded as loaded
         opened.load()
         image = ImageOps.exif_transpose(opened)
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):
@@ -51,23 +91,29 @@ def load_image(path: str | Path) -> Image.Image:
     return image.convert("RGB")
 
 
+def load_image(path: str | Path) -> Image.Image:
+    """``path`` decoded as an upright RGB image: EXIF orientation applied, transparency composited on white.
+
+    Any mode Pillow decodes works: grayscale, palette (with transparency), RGBA, CMYK, 16-bit and float. A JPEG
+    larger than Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS`` x 2, about 179 megapixels) is
+    read reduced (1/2, 1/4 or 1/8 scale, the smallest reduction within ``MAX_IMAGE_PIXELS``); other formats that
+    large are refused. Raises :class:`UnreadableImageError` (an ``OSError``) for files that cannot be decoded.
+    """
+    try:
+        return _decode(path)
+    except Exception as error:  # noqa: BLE001 - decoders raise many types on corrupt data
+        raise UnreadableImageError(path, f"{type(error).__name__}: {error}") from error
+
+
 def check_image(path: str | Path) -> str | None:
     """Why ``path`` cannot be read as an image, or None when it can.
 
-    Fast but complete: JPEGs are decoded at 1/8 scale (every byte is still read, so truncation shows), PNGs
-    are verified chunk by chunk (CRCs, up to IEND), other formats are decoded in full.
+    Decodes the file as :func:`load_image` does (same opening, decoding and conversions), JPEGs at 1/8 scale.
     """
     try:
         if os.path.getsize(path) == 0:
             return "empty file (0 bytes)"
-        with Image.open(path) as image:
-            if image.format == "JPEG":
-                image.draft("RGB", (1, 1))
-                image.load()
-            elif image.format == "PNG":
-                image.verify()
-            else:
-                image.load()
+        _decode(path, reduced=True)
     except Exception as error:  # noqa: BLE001 - decoders raise many types on corrupt data
         return f"{type(error).__name__}: {error}"
     return None
@@ -89,8 +135,47 @@ def non_image_files(folders: Iterable[Path]) -> list[Path]:
     folder dataset leaves out."""
     found = []
     for folder in folders:
-        for path in folder.rglob("*"):
+        for path in walk_files(folder):
             hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)
-            if path.is_file() and not hidden and not is_image_file(path):
+            if not hidden and not is_image_file(path):
                 found.append(path)
     return sorted(found)
+
+
+def walk_files(folder: str | Path) -> Iterator[Path]:
+    """Every file under ``folder`` the way the datasets find them (torchvision's ``ImageFolder``: ``os.walk`` with
+    ``followlinks=True``, sorted): symlinked folders are followed, each real folder once (no loops)."""
+    seen: set[str] = set()
+    for top, folders, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:
+            folders[:] = []
+            continue
+        seen.add(real)
+        folders.sort()
+        for name in sorted(files):
+            yield Path(top, name)
+
+
+def printable_name(path: str | Path) -> str:
+    """``path`` as text that any output can hold: bytes that are not UTF-8 written as ``\\xNN`` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def require_utf8_names(paths: Iterable[str | Path], root: str | Path | None = None, limit: int = 10) -> None:
+    """Refuse (one :class:`UserInputError` line) paths whose names are not valid UTF-8 (below ``root``, if given):
+    class names and file names go into CSV, JSON, TensorBoard and plots, which hold UTF-8 text only."""
+    bad = []
+    for path in paths:
+        name = os.path.relpath(path, root) if root is not None else str(path)
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            bad.append(printable_name(name))
+    if bad:
+        shown = ", ".join(bad[:limit]) + (f" and {len(bad) - limit} more" if len(bad) > limit else "")
+        where = f" under {printable_name(root)}" if root is not None else ""
+        raise UserInputError(
+            f"{len(bad)} name{'s are' if len(bad) != 1 else ' is'} not valid UTF-8{where} (results are written as "
+            f"UTF-8 text: CSV, JSON, TensorBoard, plots); rename {'them' if len(bad) != 1 else 'it'}: {shown}"
+        )

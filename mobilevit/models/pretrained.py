@@ -24,6 +24,7 @@ import json
 import logging
 import pickle
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,26 @@ class Weights:
     def eval_transform(self) -> Any:
         """The evaluation transform these weights expect (image → float32 (3, S, S) RGB tensor)."""
         return self.preprocessing.eval_transform()
+
+    def class_differences(self, class_names: Sequence[str]) -> str | None:
+        """How ``class_names`` (a dataset's, in label order) differ from the classes these weights were trained on
+        (one line), or None when they are the same in the same order. Without stored names only the counts are
+        compared."""
+        if self.class_names is None:
+            count = len(class_names)
+            return None if count == self.num_classes else f"{self.num_classes} classes in the weights, {count} in the data"
+        if list(self.class_names) == list(class_names):
+            return None
+        trained, data = set(self.class_names), set(class_names)
+        parts = [
+            f"{label}: {names}"
+            for label, names in (
+                ("only in the data", [name for name in class_names if name not in trained]),
+                ("only in the weights", [name for name in self.class_names if name not in data]),
+            )
+            if names
+        ]
+        return "; ".join(parts) or "the same classes in another label order"
 
 
 # ----------------------------------------------------------------------------- reading files
@@ -354,8 +375,12 @@ def weights_from_loaded(
 # ----------------------------------------------------------------------------- loading into a model
 
 
-def load_pretrained(model: MobileViTClassifier, source: str | Path, variant: str | None = None) -> Weights:
-    """Load ``source`` into ``model``; re-initialise the classifier when the class count differs.
+def load_pretrained(
+    model: MobileViTClassifier, source: str | Path, variant: str | None = None, class_names: Sequence[str] | None = None
+) -> Weights:
+    """Load ``source`` into ``model``; re-initialise the classifier when the class count differs, or when
+    ``class_names`` (the data's, in label order) differ from the classes stored with the weights
+    (:meth:`Weights.class_differences`): a head trained on other classes would give their labels to these.
 
     Raises :class:`UserInputError` listing every missing and unexpected key, or tensors of the wrong shape.
     """
@@ -363,10 +388,12 @@ def load_pretrained(model: MobileViTClassifier, source: str | Path, variant: str
     state = weights.state_dict
     own = model.state_dict()
     head_keys = [key for key in state if key.startswith("classifier.")]
-    if any(key not in own or own[key].shape != state[key].shape for key in head_keys):
+    other_classes = weights.class_differences(class_names) if class_names is not None and weights.class_names else None
+    if other_classes or any(key not in own or own[key].shape != state[key].shape for key in head_keys):
         log.info(
-            "Re-initialised the classifier: %s has %s classes, the model has %d.",
+            "Re-initialised the classifier: %s has %s classes, the model has %d%s.",
             weights.source, weights.num_classes or "no", getattr(model, "num_classes", 0),
+            f" ({other_classes})" if other_classes else "",
         )  # fmt: skip
         state = {key: value for key, value in state.items() if key not in head_keys}
         own_head = {key for key in own if key.startswith("classifier.")}
@@ -395,15 +422,17 @@ def create_model(
     pretrained: str | Path | None = None,
     drop_rate: float = 0.0,
     drop_path_rate: float = 0.0,
+    class_names: Sequence[str] | None = None,
 ) -> MobileViTClassifier:
     """Build variant ``name`` with a ``num_classes`` head, optionally loading weights from ``pretrained``.
 
     ``pretrained`` is ``imagenet``, ``hf-hub:<repo_id>``, or a file/folder in our, timm's, transformers' or
     ml-cvnets' layout (see :func:`read_weights`); a head of another size is re-initialised. ``drop_rate`` is the
     dropout before the classifier and ``drop_path_rate`` the largest stochastic-depth rate, reached linearly by
-    the last transformer layer.
+    the last transformer layer. ``class_names``: the data's classes in label order; pretrained weights stored with
+    other class names get a new head (see :func:`load_pretrained`).
     """
     model = build_model(name, num_classes, drop_rate, drop_path_rate)
     if pretrained:
-        load_pretrained(model, pretrained, variant=name)
+        load_pretrained(model, pretrained, variant=name, class_names=class_names)
     return model

@@ -87,12 +87,9 @@ def validate_train_config(cfg: DictConfig) -> None:
         raise UserInputError("\n".join(problems))
 
 
-def check_train_data(
-    cfg: DictConfig, datamodule: L.LightningDataModule, ckpt_path: str | None, ckpt_class_names: list[str] | None
-) -> None:
-    """Checks across the data module and the rest of the run: BatchNorm can train on the configured batches, the
-    split the final test uses exists, and the checkpoint to resume from (``ckpt_path``, trained on the classes
-    ``ckpt_class_names`` in label order) has the data's class list."""
+def check_train_data(cfg: DictConfig, datamodule: L.LightningDataModule) -> None:
+    """Checks across the data module and the rest of the run: BatchNorm can train on the configured batches, and the
+    split the final test uses exists. (The classes of a checkpoint to resume from: mobilevit.checkpoint.)"""
     check_batch_sizes = getattr(datamodule, "check_train_batch_sizes", None)
     if check_batch_sizes is not None:
         check_batch_sizes()
@@ -102,17 +99,4 @@ def check_train_data(
         raise UserInputError(
             f"data.split={split}: the dataset has no {split} split (no {getattr(datamodule, 'root', '?')}/{split} "
             f"folder), so the test after training would fail. Use data.split=val, add the folder, or set test=false."
-        )
-    data_classes = list(datamodule.class_names)
-    if ckpt_class_names is not None and list(ckpt_class_names) != data_classes:
-        missing = [name for name in ckpt_class_names if name not in data_classes]
-        extra = [name for name in data_classes if name not in ckpt_class_names]
-        difference = f"only in the run: {missing[:5]}, only in the data: {extra[:5]}" if missing or extra else (
-            "the same names in another order"
-        )
-        raise UserInputError(
-            f"ckpt_path={ckpt_path} was trained on {len(ckpt_class_names)} classes and the data "
-            f"(data.root={getattr(datamodule, 'root', '?')}) has {len(data_classes)}; the class lists differ "
-            f"({difference}). A resume continues the run on its own classes: start a new run with "
-            f"model.pretrained={ckpt_path} to fine-tune on this data (the classifier is then re-initialised)."
         )
