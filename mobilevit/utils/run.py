@@ -113,7 +113,9 @@ def register_config_resolvers() -> None:
     """Register the resolvers the configs use (``${fast_precision:<accelerator>}``, ``${claim_run_dir:<path>}``,
     ``${validation_interval:<max_epochs>}``); call before composing them."""
     OmegaConf.register_new_resolver("fast_precision", fast_precision, replace=True)
-    OmegaConf.register_new_resolver("claim_run_dir", claim_run_dir, replace=True)
+    # Cached like Hydra's ${now:}: Hydra copies the cache into each job's config, so jobs that run in other processes
+    # (joblib, SLURM) see the sweep directory their sweep claimed instead of claiming another.
+    OmegaConf.register_new_resolver("claim_run_dir", claim_run_dir, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("validation_interval", validation_interval, replace=True)
 
 
