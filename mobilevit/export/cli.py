@@ -121,7 +121,7 @@ def export(args: argparse.Namespace) -> Path:
             quantization = {"scheme": "int8", "runtime": "xnnpack", "method": "minmax"}
         outside = ", ".join(f"{name} x{count}" for name, count in sorted(delegation.outside.items())) or "none"
         print(f"XNNPACK delegate: {sum(delegation.delegated.values())} operators; outside it: {outside}")
-        batch = f"1..{MAX_BATCH}"
+        batch = str(MAX_BATCH)
     if quantization is not None:
         quantization.update(calibration_images=len(images), calibration_split=calibration.CALIBRATION_SPLIT)
     record = sidecar_record(weights, args.format, size, batch, quantization)

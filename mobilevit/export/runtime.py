@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 # Artifact suffix -> format name; the extra that installs each format's runtime and the module it provides.
 FORMATS: dict[str, str] = {".onnx": "onnx", ".pte": "executorch"}
-PTE_MAX_BATCH = 64  # ExecuTorch programs are exported for batches of 1..PTE_MAX_BATCH images
+PTE_MAX_BATCH = 1  # ExecuTorch programs are exported for one image per call (export.executorch.MAX_BATCH)
 EXTRAS: dict[str, tuple[str, str]] = {"onnx": ("onnxruntime", "export"), "executorch": ("executorch", "executorch")}
 
 
