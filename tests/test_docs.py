@@ -37,6 +37,8 @@ def _single_run(overrides: list[str]) -> list[str]:
     """A multirun's first job: each sweep (``a,b``, ``range``, ``interval``) left to the sweeper, first choice kept."""
     single = []
     for override, text in zip(OverridesParser.create().parse_overrides(overrides), overrides):
+        if override.key_or_group.startswith("hydra/"):
+            continue  # Hydra's own config groups (launcher, sweeper parts): the compose API does not load them
         if not override.is_sweep_override():
             single.append(text)
         elif override.is_choice_sweep():

@@ -188,7 +188,7 @@ def test_make_targets(tmp_path: Path, shared_data_dir: Path) -> None:
     runs = sorted((tmp_path / "logs" / "train" / "runs").iterdir())
     assert len(runs) == 2 and all((run / "summary.json").is_file() for run in runs)
     experiments = [json.loads((run / "summary.json").read_text())["experiment"] for run in runs]
-    assert sorted(map(str, experiments)) == ["None", "quickstart"]
+    assert sorted(experiments) == ["-", "quickstart"]  # summary.json writes "-" for a run without experiment=
     assert _make("test", dry_run=True).stdout.split() == [sys.executable, "-m", "pytest", "-q"]
     install = _make("install", dry_run=True).stdout.replace('"', "").splitlines()
     assert install == ["python3 -m venv .venv", ".venv/bin/pip install --upgrade pip",
