@@ -42,7 +42,7 @@ def _exported(model: nn.Module, image_size: tuple[int, int]) -> torch.export.Exp
     return torch.export.export(model, (torch.rand(MAX_BATCH, 3, *image_size),))
 
 
-def quantize_pt2e(model: nn.Module, image_size: tuple[int, int], images: torch.Tensor, batch_size: int = 16) -> nn.Module:
+def quantize_pt2e(model: nn.Module, image_size: tuple[int, int], images: torch.Tensor) -> nn.Module:
     """``model`` quantized for XNNPACK with PT2E: calibrated on ``images`` (N, 3, H, W), converted (Q/DQ nodes)."""
     require_extra("executorch", "executorch")
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
@@ -54,7 +54,7 @@ def quantize_pt2e(model: nn.Module, image_size: tuple[int, int], images: torch.T
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
     prepared = prepare_pt2e(_exported(_export_ready(model), image_size).module(), quantizer)
     with torch.no_grad():
-        for batch in images.split(batch_size):
+        for batch in images.split(MAX_BATCH):  # the captured graph has the static batch of the program
             prepared(batch)
     return convert_pt2e(prepared)
 
