@@ -135,7 +135,8 @@ def test_missing_ckpt_path_file(make_cfg, tmp_path: Path) -> None:
 def test_num_classes_mismatch_with_a_checkpoint(checkpoint: Path, make_cfg, caplog) -> None:
     """Resuming or evaluating on data with another class count is an error; fine-tuning (model.pretrained)
     re-initialises the classifier and says so."""
-    with pytest.raises(UserInputError, match=r"trained on other classes .*only in the data: \['cross'\].*model.pretrained="):
+    # A resume starts from the run's stored config: another class count is refused as a change of the run.
+    with pytest.raises(UserInputError, match=r"cannot change data.num_classes \(3 in the run, 4 now\).*model.pretrained="):
         train(make_cfg([*QUICK, "data.num_classes=4", f"ckpt_path={checkpoint}"]))
     eval_cfg = make_cfg([f"ckpt_path={checkpoint}", "+data.num_classes=4"], config_name="eval")
     with pytest.raises(UserInputError, match=r"trained on other classes .*only in the data: \['cross'\]"):
