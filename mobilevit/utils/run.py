@@ -87,13 +87,16 @@ def warn_renamed_options() -> list[str]:
 _CLAIMED_DIRS: dict[str, str] = {}
 
 
-def claim_run_dir(path: str) -> str:
+def claim_run_dir(path: str, mode: Any = "RUN") -> str:
     """Create and return a directory of its own for this run: ``path`` itself, or ``path_2``, ``path_3``, ... when
     another run (another process, started in the same second) has it already.
 
     ``os.mkdir`` is atomic, also on shared network file systems, so two runs never get the same directory. The same
     ``path`` gives the same answer for the rest of the process (Hydra resolves ``hydra.run.dir`` more than once).
+    ``mode`` is Hydra's run mode for ``hydra.run.dir``: a multirun does not use that directory, so it is not made.
     """
+    if "MULTIRUN" in str(mode):
+        return path
     if path not in _CLAIMED_DIRS:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         for attempt in range(1, 10_000):
