@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shlex
 from pathlib import Path
+from string import Template
 
 import pytest
 from conftest import ROOT, compose_config
@@ -18,6 +19,7 @@ ENTRY_POINTS = {"train.py": "train", "evaluate.py": "eval", "mobilevit.predict":
 COMMAND = re.compile(r"(?:^|\s|`)(?:\.venv/bin/)?python3? (?:-m )?(train\.py|evaluate\.py|mobilevit\.predict)\b([^`#\n]*)")
 
 PLACEHOLDER = re.compile(r"<[^<>\s]+>")  # <time>, <ckpt>: what the user fills in
+SHELL_VARIABLE = re.compile(r"^(\w+)=\"([^\"]*)\"$", re.MULTILINE)  # common="..." in a code block, used as $common
 
 
 def documented_commands() -> list[tuple[str, str, list[str]]]:
@@ -25,8 +27,9 @@ def documented_commands() -> list[tuple[str, str, list[str]]]:
     found = []
     for path in DOCS:
         text = path.read_text().replace("\\\n", " ")
+        variables = dict(SHELL_VARIABLE.findall(text))
         for number, line in enumerate(text.splitlines(), 1):
-            for match in COMMAND.finditer(line):
+            for match in COMMAND.finditer(Template(line).safe_substitute(variables)):
                 words = shlex.split(PLACEHOLDER.sub("x", match.group(2).split("&&")[0]))
                 overrides = [word for word in words if "=" in word and not word.startswith("-")]
                 found.append((f"{path.name}:{number}", ENTRY_POINTS[match.group(1)], overrides))
@@ -37,8 +40,6 @@ def _single_run(overrides: list[str]) -> list[str]:
     """A multirun's first job: each sweep (``a,b``, ``range``, ``interval``) left to the sweeper, first choice kept."""
     single = []
     for override, text in zip(OverridesParser.create().parse_overrides(overrides), overrides):
-        if override.key_or_group.startswith("hydra/"):
-            continue  # Hydra's own config groups (launcher, sweeper parts): the compose API does not load them
         if not override.is_sweep_override():
             single.append(text)
         elif override.is_choice_sweep():

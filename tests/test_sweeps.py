@@ -408,7 +408,7 @@ def test_parallel_trials_overlap_with_the_joblib_launcher(tmp_path: Path, shared
     [
         ("hydra.sweeper.sampler._target_=optuna.samplers.NoSuchSampler", "hydra.sweeper.sampler: cannot build"),
         ("hydra.sweeper.pruner._target_=optuna.pruners.NoSuchPruner", "hydra.sweeper.pruner: cannot build"),
-        ("hydra.sweeper.params.optimizer.lr='tag(log, interval(0, 1))'", "hydra.sweeper.params.optimizer.lr: cannot"),
+        ("optimizer.lr=tag(log, interval(0, 1))", "optimizer.lr: cannot use 'tag(log, interval(0, 1))' (`low > 0`"),
         ("hydra.sweeper.storage=sqlite:////no/such/folder/study.db", "hydra.sweeper.storage="),
         ("optimized_metric=val/nope", "callbacks.optuna_pruning.monitor='val/nope'"),
     ],
@@ -420,7 +420,7 @@ def test_bad_sweep_input_is_one_line_and_exit_2(
     assert result.returncode == 2, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
     assert len(errors) == 1 and expected in errors[0], result.stderr[-3000:]
-    choices = {"sampler": "tpe | random | grid", "pruner": "median | hyperband | none", "params": "choice(a, b, ...)",
+    choices = {"sampler": "tpe | random | grid", "pruner": "median | hyperband | none", "cannot use": "choice(a, b, ...)",
                "storage": "sqlite:///", "monitor": "val/acc"}  # fmt: skip
     assert any(key in errors[0] and valid in errors[0] for key, valid in choices.items())
     assert "Traceback" not in result.stderr

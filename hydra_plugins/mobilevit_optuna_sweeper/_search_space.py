@@ -88,7 +88,7 @@ def parse_search_space(params: Mapping[str, Any] | None, arguments: Sequence[str
     the same key) as a SearchSpace. Raises UserInputError naming the key of an expression that cannot be parsed or
     that Optuna refuses (e.g. ``interval(5, 1)``, a log scale from 0)."""
     lines = [(f"hydra.sweeper.params.{key}", f"{key}={value}") for key, value in (params or {}).items()]
-    lines += [(line, line) for line in arguments]
+    lines += [(line.split("=", 1)[0], line) for line in arguments]
     parser = OverridesParser.create()
     space = SearchSpace()
     for source, line in lines:
