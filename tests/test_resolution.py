@@ -146,9 +146,10 @@ def test_resumed_run_continues_the_schedule(make_cfg, tmp_path: Path) -> None:
 
 
 class RecordSizesSkewedClock(RecordSizes):
-    """RecordSizes, with rank 1's training clock 40 minutes ahead of rank 0's (the ranks' clocks never agree)."""
+    """RecordSizes, with rank 1's training clock 40 minutes ahead of rank 0's (the ranks' clocks never agree), from
+    ``setup`` on: before the first epoch's loader picks its size."""
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if trainer.global_rank == 1:
             timer = next(callback for callback in trainer.callbacks if isinstance(callback, Timer))
             clock = timer.time_elapsed
