@@ -67,6 +67,34 @@ def test_onnx_fp32_matches_pytorch_and_int8_holds_int8(name: str, checkpoints, t
     assert load_artifact(int8)(torch.rand(2, 3, 32, 32)).shape == (2, 3)
 
 
+def _producers(graph: onnx.GraphProto, op_type: str, first_input: int = 0) -> set[str]:
+    """The op types (``initializer`` for weights) that make the inputs ``first_input``, ... of ``op_type`` nodes."""
+    made_by = {output: node.op_type for node in graph.node for output in node.output}
+    made_by |= {initializer.name: "initializer" for initializer in graph.initializer}
+    return {made_by[name] for node in graph.node if node.op_type == op_type for name in node.input[first_input:] if name}
+
+
+@pytest.mark.parametrize("method", ["minmax", "percentile", "entropy"])
+def test_every_calibration_method_quantizes_and_float_ops_stay_float(method: str, checkpoints, tmp_path: Path) -> None:
+    """20 calibration images (not a multiple of any batch size). ``--float-ops softmax norm attention``: the softmax
+    reads the float attention scores and LayerNorm its float scale and bias, where the plain int8 file dequantizes
+    them (a LayerNorm's first input may still come dequantized from a quantized op before it)."""
+    ckpt = checkpoints["mobilevit_xxs"]
+    plain = _export(ckpt, tmp_path / "m.onnx", "--quantize", "int8", "--calibration-images", "20",
+                    "--calibration-method", method)  # fmt: skip
+    kept = _export(ckpt, tmp_path / "k.onnx", "--quantize", "int8", "--calibration-images", "20",
+                   "--calibration-method", method, "--float-ops", "softmax", "norm", "attention")  # fmt: skip
+    for path in (plain, kept):
+        assert json.loads(sidecar_path(path).read_text())["quantization"]["method"] == method
+        assert torch.isfinite(load_artifact(path)(torch.rand(2, 3, 32, 32))).all()
+    plain_graph, kept_graph = onnx.load(str(plain)).graph, onnx.load(str(kept)).graph
+    assert _producers(plain_graph, "Softmax") == {"DequantizeLinear"}
+    assert _producers(plain_graph, "LayerNormalization", first_input=1) == {"DequantizeLinear"}
+    assert "DequantizeLinear" not in _producers(kept_graph, "Softmax")
+    assert _producers(kept_graph, "LayerNormalization", first_input=1) == {"initializer"}
+    assert json.loads(sidecar_path(kept).read_text())["quantization"]["excluded_nodes"] > 0  # the attention matmuls
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS)
 def test_executorch_fp32_and_int8_are_delegated_to_xnnpack(name: str, checkpoints, tmp_path: Path, capsys) -> None:

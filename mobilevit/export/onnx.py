@@ -97,10 +97,11 @@ def _attention_matmuls(path: Path) -> list[str]:
 
 
 class _ImageReader:
-    """onnxruntime CalibrationDataReader over a float32 image tensor, in batches."""
+    """onnxruntime CalibrationDataReader over a float32 image tensor, one image per call: the histogram
+    calibrators (percentile, entropy) stack the collected outputs, so every call must have the same shape."""
 
-    def __init__(self, images: torch.Tensor, batch_size: int = 16) -> None:
-        self.batches = iter(images.split(batch_size))
+    def __init__(self, images: torch.Tensor) -> None:
+        self.batches = iter(images.split(1))
 
     def get_next(self) -> dict | None:
         batch = next(self.batches, None)
