@@ -6,7 +6,9 @@ misclassified validation images. At the end of fit, ``training_history.png`` sho
 per epoch, train vs val.
 
 Predictions are captured from the validation forward pass itself (a forward hook on the LightningModule),
-so reports cost no second pass over the data; off-report epochs cost nothing.
+so reports cost no second pass over the data. With ``on_last_epoch`` (the default) every validation epoch is
+collected, since any epoch may turn out to be the last: off-report epochs then cost a CPU copy of the logits and
+of the most confident mistakes, not a forward pass.
 """
 
 from __future__ import annotations
