@@ -165,7 +165,12 @@ class TrainingDiagnostics(L.Callback):
     # -- state (the history survives resuming from a checkpoint) --
     @property
     def state_key(self) -> str:
-        # The class's name before the rename: checkpoints written then resume with their history.
+        return "TrainingDiagnostics"  # also for subclasses, so their checkpoints resume into this class
+
+    @property
+    def _legacy_state_key(self) -> str:  # type: ignore[override]
+        # Lightning's fallback key when a checkpoint lacks state_key (the class name): checkpoints written under the
+        # class's former name TrainingReports resume with their history. Removed in 0.2.0.
         return "TrainingReports"
 
     def state_dict(self) -> dict[str, Any]:
