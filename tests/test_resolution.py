@@ -95,7 +95,7 @@ def _run(make_cfg, tmp_path: Path, overrides=(), run_name: str = "run") -> tuple
 
 def test_size_and_batch_per_step_follow_the_schedule(make_cfg, tmp_path: Path) -> None:
     """36 training images, batch 4 at 64 px: epochs 0-1 at 32 px with batch 16 (the same pixels), 2-3 at 64 px."""
-    steps, objects = _run(make_cfg, tmp_path)
+    steps, objects = _run(make_cfg, tmp_path, ["data.resolution_schedule_batch=pixels"])
     by_epoch = {epoch: sorted({(size, batch) for e, size, batch in steps if e == epoch}) for epoch in range(4)}
     assert by_epoch[0] == by_epoch[1] == [(32, 4), (32, 16)]  # 16 + 16 + 4 images
     assert by_epoch[2] == by_epoch[3] == [(64, 4)]
@@ -109,8 +109,11 @@ def test_size_and_batch_per_step_follow_the_schedule(make_cfg, tmp_path: Path) -
 
 
 def test_fixed_batches_keep_the_batch_size_at_every_size(make_cfg, tmp_path: Path) -> None:
-    """resolution_schedule_batch=fixed: batches of 4 at 32 px too, so the cheap epochs have more steps."""
-    steps, _ = _run(make_cfg, tmp_path, ["data.resolution_schedule_batch=fixed"])
+    """resolution_schedule_batch=fixed (the default of every data config): batches of 4 at 32 px too, so the cheap
+    epochs have more steps."""
+    for data in ("flowers102", "imagefolder", "synthetic"):
+        assert make_cfg([f"data={data}"]).data.resolution_schedule_batch == "fixed", data
+    steps, _ = _run(make_cfg, tmp_path)
     assert {(size, batch) for _, size, batch in steps} == {(32, 4), (64, 4)}
     assert [len([s for s in steps if s[0] == epoch]) for epoch in range(4)] == [9, 9, 9, 9]
 

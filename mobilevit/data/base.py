@@ -156,9 +156,9 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
             :class:`mobilevit.data.resolution.ResolutionSchedule`): the training size from that fraction of the
             training budget on, in pixels (int) or as a fraction of ``image_size`` (float). None trains at
             ``image_size`` throughout.
-        resolution_schedule_batch: ``"pixels"``: the batch size scales with the scheduled size to hold the pixels of
-            ``batch_size`` images at ``image_size`` (every step costs about the same); ``"fixed"``: ``batch_size`` at
-            every size (small images then give more, cheaper steps, as in FFCV's recipes).
+        resolution_schedule_batch: ``"fixed"`` (default): ``batch_size`` at every size (small images then give more,
+            cheaper steps, as in FFCV's recipes); ``"pixels"``: the batch size scales with the scheduled size to hold
+            the pixels of ``batch_size`` images at ``image_size`` (every step costs about the same).
         cache_images: decode every image once into shared memory (:class:`mobilevit.data.cache.DecodedImageCache`),
             with its shorter side capped at twice the largest training size (so random-resized crops down to a
             quarter of the image keep their detail) and at least the evaluation resize.
@@ -181,7 +181,7 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         multiscale_seed: int | None = 0,
         skip_bad_images: bool = False,
         resolution_schedule: Sequence[Sequence[Any]] | None = None,
-        resolution_schedule_batch: str = "pixels",
+        resolution_schedule_batch: str = "fixed",
         cache_images: bool = False,
     ) -> None:
         super().__init__()
