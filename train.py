@@ -21,7 +21,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 from rich.console import Console
 
-from mobilevit.callbacks import TimeToAccuracy
+from mobilevit.callbacks import ResolutionScheduler, TimeToAccuracy
 from mobilevit.data.transforms import Preprocessing
 from mobilevit.fit import final_test, fit, fit_metrics, stop_record
 from mobilevit.run_summary import write_run_summary
@@ -158,16 +158,13 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     callbacks = instantiate_callbacks(
         cfg.get("callbacks"), has_logger=bool(loggers), progress_bar=cfg.trainer.get("enable_progress_bar", True)
     )
-    # A multi-scale data module shards its own batches: Lightning must not replace its sampler. A resolution
-    # schedule changes the training size between epochs: Lightning asks for the training dataloader every epoch (the
-    # data module returns the same one while the size holds).
-    reload = {"reload_dataloaders_every_n_epochs": 1} if getattr(datamodule, "reloads_train_dataloader", False) else {}
+    callbacks.append(ResolutionScheduler())  # the loop decides each epoch's training size; none without a schedule
+    # A multi-scale data module shards its own batches: Lightning must not replace its sampler.
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer,
         callbacks=callbacks,
         logger=loggers or False,
         use_distributed_sampler=not getattr(datamodule, "uses_custom_sampler", False),
-        **reload,
     )
 
     _log_hyperparameters(trainer.loggers, run_cfg, _reported_hp_metrics(cfg, trainer))

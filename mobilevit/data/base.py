@@ -41,7 +41,6 @@ from mobilevit.data.transforms import (
     eval_transform,
 )
 from mobilevit.errors import UserInputError, require_choice, require_int
-from mobilevit.utils.budget import training_progress
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +224,7 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         self.class_names: list[str] = []
         self._datasets: dict[str, Dataset] = {}
         self._train_loader: tuple[Any, DataLoader] | None = None  # (size and replicas, loader) under a schedule
+        self._train_image_size: int | None = None  # set by the training loop (set_train_image_size)
 
     @property
     def num_classes(self) -> int:
@@ -340,13 +340,21 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
             return sorted({scaled_image_size(s, size / self.image_size) for s in self.multiscale_sizes})
         return default_multiscale_sizes(size)
 
+    def set_train_image_size(self, size: int) -> None:
+        """Train at ``size`` x ``size`` px from the next training loader on: the training loop decides it
+        (:class:`mobilevit.callbacks.ResolutionScheduler`), this module only builds loaders for it.
+
+        Raises:
+            UserInputError: ``size`` is not an integer >= 32.
+        """
+        self._train_image_size = check_image_size(size, "the training image size")
+
     def train_size(self) -> int:
-        """The training size of the coming epoch: ``image_size``, or the schedule's size at the training progress
-        of the attached Trainer (0 without one)."""
-        if self.resolution_schedule is None:
-            return self.image_size
-        progress = training_progress(self.trainer, within_epoch=False) if self.trainer is not None else 0.0
-        return self.resolution_schedule.size_at(progress)
+        """The training size of the coming epoch: the size last set (:meth:`set_train_image_size`), else the
+        schedule's first size, else ``image_size``."""
+        if self._train_image_size is not None:
+            return self._train_image_size
+        return self.image_size if self.resolution_schedule is None else self.resolution_schedule.size_at(0.0)
 
     def train_batch_size(self, size: int) -> int:
         """Batch size at ``size``: ``batch_size`` x (image_size / size)^2 with a schedule whose batches keep their
@@ -357,8 +365,8 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
 
     @property
     def reloads_train_dataloader(self) -> bool:
-        """Whether the training dataloader must be rebuilt every epoch (its size follows a schedule): build the
-        Trainer with ``reload_dataloaders_every_n_epochs=1`` then."""
+        """Whether the training loader changes between epochs (its size follows a schedule); the training loop
+        (:class:`mobilevit.callbacks.ResolutionScheduler`) then asks for it every epoch."""
         return self.resolution_schedule is not None
 
     def cache_short_side(self) -> int:
