@@ -13,11 +13,11 @@ install: .venv/installed
 train: install  ## train MobileViT-XS on Flowers-102 (downloads it into data/)
 	$(PY) train.py $(ARGS)
 
-quickstart: install  ## 2-minute offline run on generated data
+quickstart: install  ## offline run on generated data, under a minute on 2 CPU cores
 	$(PY) train.py experiment=quickstart $(ARGS)
 
 test: install  ## the whole test suite
 	$(PY) -m pytest -q
 
-clean:
+clean:  ## delete logs/ (every run directory and checkpoint) and .pytest_cache
 	rm -rf logs .pytest_cache

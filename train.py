@@ -10,32 +10,22 @@ Examples:
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch.callbacks import (
-    EarlyStopping,
-    LearningRateMonitor,
-    ModelCheckpoint,
-    ProgressBar,
-    Timer,
-    WeightAveraging,
-)
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 from rich.console import Console
 
-from mobilevit.callbacks import NonFiniteLossError, OptunaPruning, TimeToAccuracy
+from mobilevit.callbacks import ResolutionScheduler, TimeToAccuracy
 from mobilevit.data.transforms import Preprocessing
+from mobilevit.fit import final_test, fit, fit_metrics, stop_record
 from mobilevit.run_summary import write_run_summary
 from mobilevit.utils import (
-    ddp_children_share_dirs,
     display_path,
     exit_on_user_error,
     instantiate_callbacks,
@@ -122,45 +112,6 @@ def _experiment_name() -> str | None:
     return HydraConfig.get().runtime.choices.get("experiment")
 
 
-def stop_reason(trainer: L.Trainer, error: BaseException | None = None) -> str:
-    """Why ``trainer.fit`` ended: ``sigterm``, ``interrupted`` (Ctrl-C), ``non_finite_loss`` (NaN guard), another
-    exception's type name, or, when fit returned, ``pruned`` (an Optuna sweep's pruner stopped the trial),
-    ``max_epochs``, ``max_steps``, ``max_time``, ``early_stopping`` or ``callback`` (another callback set
-    ``trainer.should_stop``)."""
-    if isinstance(error, SIGTERMException):
-        return "sigterm"
-    if isinstance(error, SystemExit):  # Lightning turns Ctrl-C (KeyboardInterrupt) into sys.exit(1)
-        return "interrupted"
-    if isinstance(error, NonFiniteLossError):
-        return "non_finite_loss"
-    if error is not None:
-        return type(error).__name__
-    if any(isinstance(cb, OptunaPruning) and cb.pruned for cb in trainer.callbacks):
-        return "pruned"
-    if trainer.max_epochs is not None and 0 <= trainer.max_epochs <= trainer.current_epoch:
-        return "max_epochs"
-    if 0 <= trainer.max_steps <= trainer.global_step:
-        return "max_steps"
-    if any(isinstance(cb, Timer) and (cb.time_remaining() or 0.0) <= 0 for cb in trainer.callbacks):
-        return "max_time"
-    if any(isinstance(cb, EarlyStopping) and cb.stopped_epoch > 0 for cb in trainer.callbacks):
-        return "early_stopping"
-    return "callback"
-
-
-def _fit(trainer: L.Trainer, **kwargs: Any) -> BaseException | None:
-    """``trainer.fit``; an exception that stopped training early (NaN guard, Ctrl-C, SIGTERM) is returned instead of
-    raised, once Lightning has handled it (``on_exception`` hooks: last.ckpt and the final reports are written)."""
-    try:
-        with ddp_children_share_dirs():  # DDP ranks started by Lightning write into this run's directory
-            trainer.fit(**kwargs)
-    except (SystemExit, NonFiniteLossError) as error:
-        if not trainer.interrupted:
-            raise
-        return error
-    return None
-
-
 def _command_overrides() -> list[str]:
     """This run's command-line overrides (empty outside a Hydra run)."""
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
@@ -203,56 +154,27 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         class_names=list(datamodule.class_names),
         preprocessing=Preprocessing.from_data_config(run_cfg["data"]).to_dict(),
     )
-    callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
-    if not loggers:  # nothing to write learning rates to (Lightning would refuse the monitor)
-        callbacks = [callback for callback in callbacks if not isinstance(callback, LearningRateMonitor)]
-    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a progress bar callback then
-        callbacks = [callback for callback in callbacks if not isinstance(callback, ProgressBar)]
-    # A multi-scale data module shards its own batches: Lightning must not replace its sampler. A resolution
-    # schedule changes the training size between epochs: Lightning asks for the training dataloader every epoch (the
-    # data module returns the same one while the size holds).
-    reload = {"reload_dataloaders_every_n_epochs": 1} if getattr(datamodule, "reloads_train_dataloader", False) else {}
+    callbacks = instantiate_callbacks(
+        cfg.get("callbacks"), has_logger=bool(loggers), progress_bar=cfg.trainer.get("enable_progress_bar", True)
+    )
+    callbacks.append(ResolutionScheduler())  # the loop decides each epoch's training size; none without a schedule
+    # A multi-scale data module shards its own batches: Lightning must not replace its sampler.
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer,
         callbacks=callbacks,
         logger=loggers or False,
         use_distributed_sampler=not getattr(datamodule, "uses_custom_sampler", False),
-        **reload,
     )
 
     _log_hyperparameters(trainer.loggers, run_cfg, _reported_hp_metrics(cfg, trainer))
-    error = _fit(trainer, model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    stopped = {
-        "reason": stop_reason(trainer, error),
-        "epoch": trainer.current_epoch,  # epochs completed
-        "global_step": trainer.global_step,
-        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
-
-    checkpoint_cb = trainer.checkpoint_callback if isinstance(trainer.checkpoint_callback, ModelCheckpoint) else None
+    error = fit(trainer, model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    stopped = stop_record(trainer, error)
+    metrics, checkpoint_cb = fit_metrics(trainer)
     best_ckpt = checkpoint_cb.best_model_path if checkpoint_cb and checkpoint_cb.best_model_path else None
-    if checkpoint_cb and checkpoint_cb.monitor and checkpoint_cb.best_model_score is not None:
-        metrics[f"{checkpoint_cb.monitor}_best"] = float(checkpoint_cb.best_model_score)
-
     # No final test when a signal stopped the run: the user or the scheduler wants the process to end now.
     if cfg.get("test") and not isinstance(error, SystemExit):
-        # Test the averaged weights: the checkpoint's state_dict holds them, but a weight-averaging callback still
-        # attached would reload the raw weights it keeps beside them (`current_model_state`).
-        trainer.callbacks = [callback for callback in trainer.callbacks if not isinstance(callback, WeightAveraging)]
-        tested_ckpt = best_ckpt
-        if cfg.get("test_weights", "best") == "last":
-            trainer.validate(model=model, datamodule=datamodule, verbose=False)  # val metrics of the tested weights
-            metrics.update({f"{name}_last": float(value) for name, value in trainer.callback_metrics.items()
-                            if name.startswith("val/") and not name.endswith("_best")})  # fmt: skip
-            tested_ckpt = None
-        elif best_ckpt is None:
-            Console().print("[yellow]No best checkpoint was saved: testing the weights at the end of training.[/]")
-        trainer.test(model=model, datamodule=datamodule, ckpt_path=tested_ckpt, weights_only=True)
-        metrics.update(
-            {name: float(value) for name, value in trainer.callback_metrics.items() if name.startswith("test/")}
-        )
+        metrics.update(final_test(trainer, model, datamodule, cfg.get("test_weights"), best_ckpt))
 
     _log_final_metrics(trainer.loggers, metrics, trainer.global_step)
     if trainer.is_global_zero:

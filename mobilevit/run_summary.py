@@ -20,6 +20,7 @@ from mobilevit.data.resolution import ResolutionSchedule
 from mobilevit.data.transforms import Preprocessing
 from mobilevit.models import fuse_batchnorm
 from mobilevit.utils.machine import machine_info
+from mobilevit.utils.validation import DEFAULT_TEST_WEIGHTS
 from mobilevit.utils.precision import AUTOCAST_DTYPES, autocast_dtype
 
 SUMMARY_FILE = "summary.json"
@@ -113,7 +114,7 @@ def write_run_summary(
         "overrides": shareable_overrides(overrides),
         "resolution_schedule": _schedule_in_pixels(run_cfg["data"].get("resolution_schedule"), image_size),
         "hflip_tta": bool(run_cfg.get("module", {}).get("hflip_tta", False)),
-        "test_weights": run_cfg.get("test_weights", "best"),
+        "test_weights": run_cfg.get("test_weights", DEFAULT_TEST_WEIGHTS),
         "time_to_accuracy": list(time_to_accuracy),
         "machine": machine_info(device),
         "stopped": stopped,

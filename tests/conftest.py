@@ -41,7 +41,7 @@ TINY_SYNTHETIC = [
     "data.num_workers=0",
 ]
 # Fast, quiet training settings for tests; float32 so that tests can compare numbers exactly
-# (the default bf16 fast path is trained in tests/test_fast_path.py).
+# (the default bf16 fast path is trained in tests/test_precision.py).
 FAST_TRAIN = [
     "trainer=cpu",
     "trainer.precision=32-true",

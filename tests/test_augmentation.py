@@ -1,4 +1,4 @@
-"""Augmentation presets (none, basic, seed, strong), batch MixUp/CutMix, and how they reach the loaders."""
+"""Augmentation presets (none, basic, crop_flip_jitter, crop_flip_trivialaugment, strong), batch MixUp/CutMix, and how they reach the loaders."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from mobilevit.data import (
     basic_augmentation,
     eval_transform,
     no_augmentation,
+    crop_flip_jitter_augmentation,
     seed_augmentation,
     strong_augmentation,
 )
@@ -169,6 +170,20 @@ def test_mixup_cutmix_soft_targets() -> None:
     # prob 0: never mixed, but still probabilities (one-hot), so every batch has the same target type.
     out_images, soft = MixUpCutMixSettings(prob=0.0)(5)(images, targets)
     assert torch.equal(out_images, images) and torch.equal(soft.argmax(1), targets) and soft.max() == 1
+
+
+def test_a_preset_that_never_mixes_has_no_batch_transform() -> None:
+    """mix_prob 0 (or no method left) builds no batch transform: the collate does not one-hot encode every batch."""
+    assert MixUpCutMixSettings().mixes and MixUpCutMixSettings(cutmix_alpha=0.0).mixes
+    assert not MixUpCutMixSettings(prob=0.0).mixes
+    assert not MixUpCutMixSettings(mixup_alpha=0.0, cutmix_alpha=0.0).mixes
+    assert not MixUpCutMixSettings(mixup_alpha=0.0, cutmix_prob=0.0).mixes  # CutMix only, never chosen
+    assert strong_augmentation(32).batch is not None and strong_augmentation(32, mix_prob=0.0).batch is None
+    assert _preset_from_yaml("crop_flip_trivialaugment", 32).batch is None
+
+
+def test_deprecated_preset_name_is_the_renamed_function() -> None:
+    assert seed_augmentation is crop_flip_jitter_augmentation
 
 
 @pytest.mark.parametrize(

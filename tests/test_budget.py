@@ -16,7 +16,8 @@ from conftest import FAST_TRAIN, TINY_SYNTHETIC
 from mobilevit.errors import UserInputError
 from mobilevit.utils.budget import training_progress
 from mobilevit.utils.lr_scheduler import WarmupDecayLR
-from train import stop_reason, train
+from mobilevit.fit import stop_reason
+from train import train
 
 
 def _scheduler(progress=None, **kwargs) -> WarmupDecayLR:

@@ -383,9 +383,10 @@ def test_configs_instantiate(tmp_path: Path, augmentation: str) -> None:
     built = preset(cfg.data.image_size)
     assert isinstance(built, Augmentation)
     _check_image_tensor(built(Image.new("RGB", (70, 90))), cfg.data.image_size)
-    assert (built.batch is not None) == (augmentation in ("strong", "crop_flip_trivialaugment"))
+    # Only a preset that mixes has a batch transform (crop_flip_trivialaugment never mixes: no one-hot collate).
+    assert (built.batch is not None) == (augmentation == "strong")
     if augmentation == "crop_flip_trivialaugment":  # the strong preset without erasing or mixing
-        assert cfg.augmentation.scale == [0.25, 1.0] and built.batch.prob == 0
+        assert cfg.augmentation.scale == [0.25, 1.0] and cfg.augmentation.mix_prob == 0
         assert cfg.augmentation.random_erase_prob == 0 and cfg.augmentation.auto_augment == "trivialaugment"
     dm = instantiate(cfg.data, augmentation=preset)
     assert isinstance(dm, SyntheticDataModule) and dm.augmentation is preset

@@ -60,3 +60,30 @@ def test_the_docs_have_commands_of_every_kind() -> None:
 def test_documented_command_composes(tmp_path: Path, where: str, config_name: str, overrides: list[str]) -> None:
     cfg = compose_config(config_name, tmp_path, _single_run(overrides))
     OmegaConf.to_container(OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"]), resolve=True)
+
+
+LINK = re.compile(r"\]\(([^()\s]+)\)")
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a markdown heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _anchors(path: Path) -> set[str]:
+    return {_anchor(line.lstrip("#")) for line in path.read_text().splitlines() if line.startswith("#")}
+
+
+def test_documented_links_reach_a_file_and_a_heading() -> None:
+    """Every relative link of the README and docs/ names a file that exists, and a heading of it after ``#``."""
+    broken = []
+    for path in DOCS:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            for target in LINK.findall(line):
+                if "://" in target or target.startswith("mailto:"):
+                    continue
+                file, _, anchor = target.partition("#")
+                linked = (path.parent / file).resolve() if file else path
+                if not linked.exists() or (anchor and linked.suffix == ".md" and anchor not in _anchors(linked)):
+                    broken.append(f"{path.name}:{number}: {target}")
+    assert not broken

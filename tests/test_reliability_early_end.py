@@ -96,7 +96,7 @@ def test_run_that_stops_early_ends_properly(reason: str, make_cfg, restore_signa
     assert ("test/acc" in summary["metrics"]) == tested
 
     # The final report is the last validated epoch's (not only after trainer.max_epochs, as before).
-    history = next(v for k, v in last["callbacks"].items() if k.startswith("TrainingReports"))["history"]
+    history = next(v for k, v in last["callbacks"].items() if k.startswith("TrainingDiagnostics"))["history"]
     last_validated = max(history["val/acc"]) + 1  # 1-based
     events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "tensors": 0})
     events.Reload()

@@ -280,7 +280,7 @@ def test_resume_into_a_new_run_keeps_the_whole_runs_best(make_cfg) -> None:
     }
     histories = [  # what training_history.png plots, as each run's final last.ckpt holds it
         next(v for k, v in _load(Path(objects["cfg"].paths.output_dir, "checkpoints", "last.ckpt"))["callbacks"].items()
-             if k.startswith("TrainingReports"))["history"]
+             if k.startswith("TrainingDiagnostics"))["history"]
         for objects in (uninterrupted, resumed)
     ]  # fmt: skip
     assert histories[0] == histories[1] and sorted(histories[1]["val/acc"]) == [0, 1, 2]  # all epochs

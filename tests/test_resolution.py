@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
 from lightning.pytorch.callbacks import Timer
 
 from conftest import FAST_TRAIN, TINY_SYNTHETIC, train_two_ddp_processes
+from mobilevit.callbacks import ResolutionScheduler
 from mobilevit.data import SyntheticDataModule
 from mobilevit.data.resolution import ResolutionSchedule
 from mobilevit.errors import UserInputError
@@ -95,7 +97,7 @@ def _run(make_cfg, tmp_path: Path, overrides=(), run_name: str = "run") -> tuple
 
 def test_size_and_batch_per_step_follow_the_schedule(make_cfg, tmp_path: Path) -> None:
     """36 training images, batch 4 at 64 px: epochs 0-1 at 32 px with batch 16 (the same pixels), 2-3 at 64 px."""
-    steps, objects = _run(make_cfg, tmp_path)
+    steps, objects = _run(make_cfg, tmp_path, ["data.resolution_schedule_batch=pixels"])
     by_epoch = {epoch: sorted({(size, batch) for e, size, batch in steps if e == epoch}) for epoch in range(4)}
     assert by_epoch[0] == by_epoch[1] == [(32, 4), (32, 16)]  # 16 + 16 + 4 images
     assert by_epoch[2] == by_epoch[3] == [(64, 4)]
@@ -109,8 +111,11 @@ def test_size_and_batch_per_step_follow_the_schedule(make_cfg, tmp_path: Path) -
 
 
 def test_fixed_batches_keep_the_batch_size_at_every_size(make_cfg, tmp_path: Path) -> None:
-    """resolution_schedule_batch=fixed: batches of 4 at 32 px too, so the cheap epochs have more steps."""
-    steps, _ = _run(make_cfg, tmp_path, ["data.resolution_schedule_batch=fixed"])
+    """resolution_schedule_batch=fixed (the default of every data config): batches of 4 at 32 px too, so the cheap
+    epochs have more steps."""
+    for data in ("flowers102", "imagefolder", "synthetic"):
+        assert make_cfg([f"data={data}"]).data.resolution_schedule_batch == "fixed", data
+    steps, _ = _run(make_cfg, tmp_path)
     assert {(size, batch) for _, size, batch in steps} == {(32, 4), (64, 4)}
     assert [len([s for s in steps if s[0] == epoch]) for epoch in range(4)] == [9, 9, 9, 9]
 
@@ -166,3 +171,39 @@ def test_ddp_ranks_use_the_same_size_at_every_step(tmp_path: Path) -> None:
     steps = [json.loads((records / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert len(steps[0]) > 0 and steps[0] == steps[1]  # per step: the same epoch, size and batch length
     assert {(epoch, size) for epoch, size, _ in steps[0]} == {(0, 32), (1, 64)}
+
+
+# ----------------------------------------------------------------------------- who decides the size
+
+
+def test_the_data_module_builds_the_size_it_is_given_and_never_reads_the_trainer(tmp_path: Path) -> None:
+    """The training size flows one way: the loop sets it (set_train_image_size), the data module builds it. A Trainer
+    attached at 90 % of its epochs changes nothing on the data side."""
+    datamodule = SyntheticDataModule(tmp_path, image_size=64, batch_size=4, num_workers=0,
+                                     resolution_schedule=[[0, 32], [0.5, 64]])  # fmt: skip
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    datamodule.trainer = SimpleNamespace(max_epochs=10, current_epoch=9, max_steps=-1, world_size=1, global_rank=0,
+                                         callbacks=[])  # fmt: skip
+    assert datamodule.train_size() == 32  # the schedule's first size until the loop says otherwise
+    datamodule.set_train_image_size(64)
+    images, _ = next(iter(datamodule.train_dataloader()))
+    assert datamodule.train_size() == 64 and images.shape[-1] == 64
+    with pytest.raises(UserInputError, match="the training image size"):
+        datamodule.set_train_image_size(16)
+
+
+def test_the_resolution_scheduler_sets_each_epochs_size_from_the_progress(tmp_path: Path) -> None:
+    """ResolutionScheduler: the size at the start of fit, then at each epoch's end for the next one."""
+    datamodule = SyntheticDataModule(tmp_path, image_size=64, resolution_schedule=[[0, 32], [0.5, 64]])
+    loop = SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=SimpleNamespace(current=SimpleNamespace(ready=5))))
+    trainer = SimpleNamespace(datamodule=datamodule, max_epochs=4, current_epoch=0, max_steps=-1, callbacks=[],
+                              num_training_batches=5, fit_loop=loop, reload_dataloaders_every_n_epochs=0)  # fmt: skip
+    scheduler = ResolutionScheduler()
+    scheduler.setup(trainer, None, "fit")
+    assert trainer.reload_dataloaders_every_n_epochs == 1
+    scheduler.on_fit_start(trainer, None)
+    assert datamodule.train_size() == 32
+    trainer.current_epoch = 1  # epoch 1 is done: epoch 2 starts at half the epochs
+    scheduler.on_train_epoch_end(trainer, None)
+    assert datamodule.train_size() == 64

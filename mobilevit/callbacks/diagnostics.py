@@ -6,7 +6,9 @@ misclassified validation images. At the end of fit, ``training_history.png`` sho
 per epoch, train vs val.
 
 Predictions are captured from the validation forward pass itself (a forward hook on the LightningModule),
-so reports cost no second pass over the data; off-report epochs cost nothing.
+so reports cost no second pass over the data. With ``on_last_epoch`` (the default) every validation epoch is
+collected, since any epoch may turn out to be the last: off-report epochs then cost a CPU copy of the logits and
+of the most confident mistakes, not a forward pass.
 """
 
 from __future__ import annotations
@@ -163,7 +165,12 @@ class TrainingDiagnostics(L.Callback):
     # -- state (the history survives resuming from a checkpoint) --
     @property
     def state_key(self) -> str:
-        # The class's name before the rename: checkpoints written then resume with their history.
+        return "TrainingDiagnostics"  # also for subclasses, so their checkpoints resume into this class
+
+    @property
+    def _legacy_state_key(self) -> str:  # type: ignore[override]
+        # Lightning's fallback key when a checkpoint lacks state_key (the class name): checkpoints written under the
+        # class's former name TrainingReports resume with their history. Removed in 0.2.0.
         return "TrainingReports"
 
     def state_dict(self) -> dict[str, Any]:

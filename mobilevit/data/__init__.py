@@ -4,7 +4,7 @@ Data modules (all LightningDataModules sharing the arguments of ImageClassificat
 Flowers102DataModule (official or seeded stratified Oxford Flowers-102 splits), ImageFolderDataModule
 (``<root>/{train,val[,test]}/<class>/*``) and SyntheticDataModule (generated shapes dataset).
 ``load_image`` reads every image file (upright RGB) and ``scan_images`` finds unreadable ones before training.
-Augmentation presets (``none``, ``basic``, ``seed``, ``strong``) are size-free: ``preset(size)`` builds an :class:`Augmentation`.
+Augmentation presets (``none``, ``basic``, ``crop_flip_jitter``, ``crop_flip_trivialaugment``, ``strong``) are size-free: ``preset(size)`` builds an :class:`Augmentation`.
 """
 
 from mobilevit.data.base import EVAL_SPLITS, SPLITS, ImageClassificationDataModule
@@ -22,6 +22,7 @@ from mobilevit.data.transforms import (
     basic_augmentation,
     eval_transform,
     no_augmentation,
+    crop_flip_jitter_augmentation,
     seed_augmentation,
     strong_augmentation,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "load_image",
     "no_augmentation",
     "scan_images",
+    "crop_flip_jitter_augmentation",
     "seed_augmentation",
     "stratified_split",
     "strong_augmentation",

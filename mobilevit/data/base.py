@@ -41,7 +41,6 @@ from mobilevit.data.transforms import (
     eval_transform,
 )
 from mobilevit.errors import UserInputError, require_choice, require_int
-from mobilevit.utils.budget import training_progress
 
 log = logging.getLogger(__name__)
 
@@ -156,9 +155,9 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
             :class:`mobilevit.data.resolution.ResolutionSchedule`): the training size from that fraction of the
             training budget on, in pixels (int) or as a fraction of ``image_size`` (float). None trains at
             ``image_size`` throughout.
-        resolution_schedule_batch: ``"pixels"``: the batch size scales with the scheduled size to hold the pixels of
-            ``batch_size`` images at ``image_size`` (every step costs about the same); ``"fixed"``: ``batch_size`` at
-            every size (small images then give more, cheaper steps, as in FFCV's recipes).
+        resolution_schedule_batch: ``"fixed"`` (default): ``batch_size`` at every size (small images then give more,
+            cheaper steps, as in FFCV's recipes); ``"pixels"``: the batch size scales with the scheduled size to hold
+            the pixels of ``batch_size`` images at ``image_size`` (every step costs about the same).
         cache_images: decode every image once into shared memory (:class:`mobilevit.data.cache.DecodedImageCache`),
             with its shorter side capped at twice the largest training size (so random-resized crops down to a
             quarter of the image keep their detail) and at least the evaluation resize.
@@ -181,7 +180,7 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         multiscale_seed: int | None = 0,
         skip_bad_images: bool = False,
         resolution_schedule: Sequence[Sequence[Any]] | None = None,
-        resolution_schedule_batch: str = "pixels",
+        resolution_schedule_batch: str = "fixed",
         cache_images: bool = False,
     ) -> None:
         super().__init__()
@@ -225,6 +224,7 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         self.class_names: list[str] = []
         self._datasets: dict[str, Dataset] = {}
         self._train_loader: tuple[Any, DataLoader] | None = None  # (size and replicas, loader) under a schedule
+        self._train_image_size: int | None = None  # set by the training loop (set_train_image_size)
 
     @property
     def num_classes(self) -> int:
@@ -340,13 +340,21 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
             return sorted({scaled_image_size(s, size / self.image_size) for s in self.multiscale_sizes})
         return default_multiscale_sizes(size)
 
+    def set_train_image_size(self, size: int) -> None:
+        """Train at ``size`` x ``size`` px from the next training loader on: the training loop decides it
+        (:class:`mobilevit.callbacks.ResolutionScheduler`), this module only builds loaders for it.
+
+        Raises:
+            UserInputError: ``size`` is not an integer >= 32.
+        """
+        self._train_image_size = check_image_size(size, "the training image size")
+
     def train_size(self) -> int:
-        """The training size of the coming epoch: ``image_size``, or the schedule's size at the training progress
-        of the attached Trainer (0 without one)."""
-        if self.resolution_schedule is None:
-            return self.image_size
-        progress = training_progress(self.trainer, within_epoch=False) if self.trainer is not None else 0.0
-        return self.resolution_schedule.size_at(progress)
+        """The training size of the coming epoch: the size last set (:meth:`set_train_image_size`), else the
+        schedule's first size, else ``image_size``."""
+        if self._train_image_size is not None:
+            return self._train_image_size
+        return self.image_size if self.resolution_schedule is None else self.resolution_schedule.size_at(0.0)
 
     def train_batch_size(self, size: int) -> int:
         """Batch size at ``size``: ``batch_size`` x (image_size / size)^2 with a schedule whose batches keep their
@@ -357,8 +365,8 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
 
     @property
     def reloads_train_dataloader(self) -> bool:
-        """Whether the training dataloader must be rebuilt every epoch (its size follows a schedule): build the
-        Trainer with ``reload_dataloaders_every_n_epochs=1`` then."""
+        """Whether the training loader changes between epochs (its size follows a schedule); the training loop
+        (:class:`mobilevit.callbacks.ResolutionScheduler`) then asks for it every epoch."""
         return self.resolution_schedule is not None
 
     def cache_short_side(self) -> int:

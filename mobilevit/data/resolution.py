@@ -7,9 +7,10 @@ cheap; with ``pixels`` the batch scales inversely with the image area
 (:func:`mobilevit.data.sampler.scaled_batch_size`), so every step holds about the pixels of a ``data.batch_size``
 batch at ``data.image_size``.
 
-The size depends only on the training progress at the start of an epoch (:func:`mobilevit.utils.budget.training_progress`),
-which every DDP rank shares and a resumed run restores, so all ranks use the same size at the same step and a
-resumed run continues the schedule where it stopped.
+The training loop decides the size of each epoch (:class:`mobilevit.callbacks.ResolutionScheduler`) from the training
+progress at its start (:func:`mobilevit.utils.budget.training_progress`), which every DDP rank shares and a resumed run
+restores, so all ranks use the same size at the same step and a resumed run continues the schedule where it stopped;
+the data module builds the loader for the size it is given.
 """
 
 from __future__ import annotations

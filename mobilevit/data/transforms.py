@@ -9,7 +9,7 @@ Geometric and colour ops run before the conversion to float, so on uint8 / PIL d
 overshoot is clamped and the output stays in [0, 1].
 
 Each ``configs/augmentation/*.yaml`` is a size-free preset: a partial of one of the preset functions
-below (``none``, ``basic``, ``seed``, ``strong``) with its options bound. The data module, which owns
+below (``none``, ``basic``, ``crop_flip_jitter``, ``strong``; ``crop_flip_trivialaugment`` is ``strong`` with its options) with its options bound. The data module, which owns
 every image size, calls it per size (``preset(image_size) -> Augmentation``), as torchvision's reference
 ``ClassificationPresetTrain(crop_size=...)`` does.
 """
@@ -42,6 +42,7 @@ __all__ = [
     "eval_resize_size",
     "eval_transform",
     "no_augmentation",
+    "crop_flip_jitter_augmentation",
     "seed_augmentation",
     "strong_augmentation",
 ]
@@ -162,11 +163,11 @@ class Preprocessing:
 
     @classmethod
     def from_data_config(cls, data_cfg: dict[str, Any]) -> Preprocessing:
-        """The evaluation preprocessing of a run's ``data`` config (``eval_image_size``, else ``image_size``)."""
+        """The evaluation preprocessing of a run's ``data`` config (``eval_image_size``, else ``image_size``); the
+        data modules resize with :func:`eval_transform`'s default interpolation, so this does too."""
         return cls(
             image_size=int(data_cfg.get("eval_image_size") or data_cfg["image_size"]),
             crop_pct=float(data_cfg.get("crop_pct", 0.9)),
-            interpolation=str(data_cfg.get("interpolation", "bicubic")),
         )
 
     @classmethod
@@ -258,6 +259,12 @@ class MixUpCutMixSettings:
         _non_negative(self.cutmix_alpha, "augmentation.cutmix_alpha")
         _probability(self.prob, "augmentation.mix_prob")
         _probability(self.cutmix_prob, "augmentation.cutmix_prob")
+
+    @property
+    def mixes(self) -> bool:
+        """Whether any batch can be mixed: a probability above 0 and a method with an alpha above 0 and a weight."""
+        methods = (self.mixup_alpha > 0 and self.cutmix_prob < 1) or (self.cutmix_alpha > 0 and self.cutmix_prob > 0)
+        return self.prob > 0 and bool(methods)
 
     def __call__(self, num_classes: int) -> MixUpOrCutMix:
         return MixUpOrCutMix(num_classes, self.mixup_alpha, self.cutmix_alpha, self.prob, self.cutmix_prob)
@@ -358,7 +365,7 @@ def basic_augmentation(
     return Augmentation(image=image)
 
 
-def seed_augmentation(
+def crop_flip_jitter_augmentation(
     image_size: int,
     rescale: Sequence[float] = (1.0, 1.25),
     hflip_prob: float = 0.5,
@@ -369,7 +376,7 @@ def seed_augmentation(
     hue: float = 0.05,
     interpolation: str = "bilinear",
 ) -> Augmentation:
-    """The ``seed`` preset, the original Keras experiment's recipe.
+    """The ``crop_flip_jitter`` preset, the original Keras experiment's recipe.
 
     Args:
         image_size: output side length in pixels.
@@ -408,6 +415,10 @@ def seed_augmentation(
         ]
     )
     return Augmentation(image=image)
+
+
+# Deprecated name of crop_flip_jitter_augmentation (configs written before the rename); removed in 0.2.0.
+seed_augmentation = crop_flip_jitter_augmentation
 
 
 def strong_augmentation(
@@ -456,4 +467,6 @@ def strong_augmentation(
             v2.ToPureTensor(),
         ]
     )
-    return Augmentation(image=image, batch=MixUpCutMixSettings(mixup_alpha, cutmix_alpha, mix_prob, cutmix_prob))
+    mixing = MixUpCutMixSettings(mixup_alpha, cutmix_alpha, mix_prob, cutmix_prob)
+    # No batch is ever mixed: no batch transform, so the targets stay class indices (no one-hot collate).
+    return Augmentation(image=image, batch=mixing if mixing.mixes else None)

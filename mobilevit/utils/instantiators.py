@@ -6,6 +6,7 @@ from typing import Any
 
 import hydra
 from lightning.pytorch import Callback
+from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
@@ -28,9 +29,15 @@ def _targets(cfg: DictConfig | None, group: str) -> list[DictConfig]:
     return entries
 
 
-def instantiate_callbacks(cfg: DictConfig | None) -> list[Callback]:
-    """Instantiate every entry of the ``callbacks`` group."""
-    return [hydra.utils.instantiate(entry) for entry in _targets(cfg, "callbacks")]
+def instantiate_callbacks(
+    cfg: DictConfig | None, has_logger: bool = True, progress_bar: bool = True
+) -> list[Callback]:
+    """Instantiate every entry of the ``callbacks`` group, less those the Trainer would refuse: a
+    LearningRateMonitor without a logger (``has_logger=False``), a progress bar with ``enable_progress_bar=false``
+    (``progress_bar=False``)."""
+    callbacks = [hydra.utils.instantiate(entry) for entry in _targets(cfg, "callbacks")]
+    refused = (() if has_logger else (LearningRateMonitor,)) + (() if progress_bar else (ProgressBar,))
+    return [callback for callback in callbacks if not isinstance(callback, refused)]
 
 
 def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:

@@ -22,7 +22,7 @@ from mobilevit.utils.budget import validation_interval
 from mobilevit.utils.precision import fast_precision
 
 USER_ERROR_EXIT_CODE = 2
-# Config options renamed: {group: {old name: new name}}; the old names still work, with a warning.
+# Config options renamed: {group: {old name: new name}}; the old names still work, with a warning, until 0.2.0.
 RENAMED_OPTIONS: dict[str, dict[str, str]] = {
     "augmentation": {"seed": "crop_flip_jitter"},
     "experiment": {"flowers102_seed": "flowers102_stratified", "flowers102_seed_cpu": "flowers102_stratified_cpu"},
@@ -74,7 +74,8 @@ def warn_renamed_options() -> list[str]:
         return []
     choices = HydraConfig.get().runtime.choices
     lines = [
-        f"{group}={old} is deprecated: use {group}={new} (the same settings under a name that says what they do)."
+        f"{group}={old} is deprecated: use {group}={new} (the same settings under a name that says what they do; "
+        "the old name is removed in 0.2.0)."
         for group, renamed in RENAMED_OPTIONS.items()
         for old, new in renamed.items()
         if choices.get(group) == old

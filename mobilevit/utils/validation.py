@@ -66,10 +66,11 @@ def _fine_tuning_problems(cfg: DictConfig) -> Iterator[str]:
 
 
 TEST_WEIGHTS: tuple[str, ...] = ("best", "last")  # test_weights
+DEFAULT_TEST_WEIGHTS = "last"  # when a config lacks test_weights, as configs/train.yaml
 
 
 def _test_problems(cfg: DictConfig) -> Iterator[str]:
-    weights = cfg.get("test_weights", "best")
+    weights = cfg.get("test_weights", DEFAULT_TEST_WEIGHTS)
     if weights not in TEST_WEIGHTS:
         yield f"test_weights must be one of {list(TEST_WEIGHTS)}, got {weights!r}."
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import io
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from conftest import FAST_TRAIN, TINY_SYNTHETIC
+from lightning.pytorch.trainer.call import _call_callbacks_load_state_dict
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -102,9 +104,14 @@ def test_reports_in_tensorboard_and_history_png(make_cfg) -> None:
     # The history is stored in checkpoints, so a resumed run plots every epoch.
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     restored = TrainingDiagnostics()
-    # The key that checkpoints written before the rename (TrainingReports) carry: they resume with their history.
-    assert callback.state_key == "TrainingReports"
+    assert callback.state_key == "TrainingDiagnostics"
     restored.load_state_dict(checkpoint["callbacks"][callback.state_key])
+    # A checkpoint written under the former name (TrainingReports) resumes with its history, through the key that
+    # Lightning falls back to when a checkpoint lacks state_key.
+    legacy = TrainingDiagnostics()
+    renamed = {"callbacks": {"TrainingReports": checkpoint["callbacks"][callback.state_key]}}
+    _call_callbacks_load_state_dict(SimpleNamespace(callbacks=[legacy]), renamed)
+    assert legacy.history == restored.history
     saved_epoch = checkpoint["epoch"]
     assert restored.history == {
         name: {epoch: value for epoch, value in series.items() if epoch <= saved_epoch}
