@@ -463,3 +463,21 @@ def test_flowers102_mocked_download_lands_in_the_documented_layout(tmp_path: Pat
     assert len(dm.dataset("train")) == 3 and len(dm.dataset("val")) == 2
     dm.prepare_data()  # present now: nothing downloaded again
     assert len(requested) == 3
+
+
+def _first_batch_shape(root: Path, cache_images: bool) -> list[int]:
+    dm = _synthetic(root, num_workers=1, cache_images=cache_images)
+    dm.prepare_data()
+    dm.setup("fit")
+    return list(next(iter(dm.train_dataloader()))[0].shape)
+
+
+@pytest.mark.parametrize("cache_images", [False, True])
+def test_loader_workers_start_inside_a_joblib_worker(synthetic_root: Path, cache_images: bool) -> None:
+    """Hydra's joblib launcher runs each job in a loky process, whose default start method ('loky') DataLoader
+    workers cannot start with: the loaders use the platform's own default there."""
+    from joblib import Parallel, delayed
+
+    _synthetic(synthetic_root).prepare_data()  # the files, written once
+    jobs = Parallel(n_jobs=2, backend="loky")  # with n_jobs=1 joblib runs the job in this process
+    assert jobs(delayed(_first_batch_shape)(synthetic_root, cache_images) for _ in range(2)) == [[5, 3, 32, 32]] * 2

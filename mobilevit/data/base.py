@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import multiprocessing
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
@@ -117,6 +118,18 @@ class DropSkipped:
                 "files under data.root changed after the start-up scan; see the warnings above."
             )
         return self.collate(kept)
+
+
+PYTHON_START_METHODS = ("fork", "spawn", "forkserver")
+
+
+def worker_start_method() -> str | None:
+    """How DataLoader workers are started: None (Python's current default), except where that default is not one of
+    Python's own start methods, as in the loky processes of Hydra's joblib launcher ('loky': the workers fail to
+    start); there, the platform's default (``fork`` on Linux up to Python 3.13, ``spawn`` on macOS and Windows)."""
+    if multiprocessing.get_start_method(allow_none=True) in (None, *PYTHON_START_METHODS):
+        return None
+    return next(method for method in multiprocessing.get_all_start_methods() if method in PYTHON_START_METHODS)
 
 
 class ImageClassificationDataModule(L.LightningDataModule, ABC):
@@ -461,6 +474,7 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
             dataset, collate = SkipUnreadable(dataset), DropSkipped(collate)
         options: dict[str, Any] = dict(
             num_workers=self.num_workers,
+            multiprocessing_context=worker_start_method() if self.num_workers > 0 else None,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.persistent_workers and self.num_workers > 0,
             collate_fn=collate,
