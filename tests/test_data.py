@@ -480,4 +480,5 @@ def test_loader_workers_start_inside_a_joblib_worker(synthetic_root: Path, cache
 
     _synthetic(synthetic_root).prepare_data()  # the files, written once
     jobs = Parallel(n_jobs=2, backend="loky")  # with n_jobs=1 joblib runs the job in this process
-    assert jobs(delayed(_first_batch_shape)(synthetic_root, cache_images) for _ in range(2)) == [[5, 3, 32, 32]] * 2
+    shapes = jobs(delayed(_first_batch_shape)(synthetic_root, cache_images) for _ in range(2))
+    assert shapes == [[5, 3, 32, 32]] * 2

@@ -99,7 +99,7 @@ def test_max_steps_is_the_budget_of_the_schedule(make_cfg, monkeypatch) -> None:
     import train as train_script
 
     recorder = RecordLearningRates()
-    monkeypatch.setattr(train_script, "instantiate_callbacks", lambda cfg: [recorder])
+    monkeypatch.setattr(train_script, "instantiate_callbacks", lambda cfg, **options: [recorder])
     cfg = make_cfg([*QUICK, "trainer.max_epochs=1000", "trainer.max_steps=6", "scheduler=linear",
                     "scheduler.warmup_epochs=0", "optimizer.lr=0.01"])  # fmt: skip
     _, objects = train(cfg)
@@ -119,7 +119,7 @@ def test_a_max_time_run_resumes_with_the_time_it_had_spent(make_cfg, monkeypatch
               "scheduler.warmup_epochs=0", "optimizer.lr=0.01", "trainer.check_val_every_n_epoch=1000"]  # fmt: skip
     stopper = RecordLearningRates(stop_after_first_epoch=True)
     real = train_script.instantiate_callbacks
-    monkeypatch.setattr(train_script, "instantiate_callbacks", lambda cfg: [*real(cfg), stopper])
+    monkeypatch.setattr(train_script, "instantiate_callbacks", lambda cfg, **options: [*real(cfg, **options), stopper])
     first = make_cfg(budget, run_name="first")
     train(first)
     last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
@@ -128,7 +128,7 @@ def test_a_max_time_run_resumes_with_the_time_it_had_spent(make_cfg, monkeypatch
     assert stopper.lrs[-1] > 0.01 * (1 - spent / 6) - 1e-3  # the decay so far followed the time spent
 
     resumer = RecordLearningRates()
-    monkeypatch.setattr(train_script, "instantiate_callbacks", lambda cfg: [*real(cfg), resumer])
+    monkeypatch.setattr(train_script, "instantiate_callbacks", lambda cfg, **options: [*real(cfg, **options), resumer])
     resumed = make_cfg([*budget, f"ckpt_path={last}"], run_name="resumed")
     _, objects = train(resumed)
     timer = next(callback for callback in objects["trainer"].callbacks if isinstance(callback, Timer))

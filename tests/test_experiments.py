@@ -70,7 +70,9 @@ def _state_of(classifier: torch.nn.Module, checkpoint_state: dict[str, torch.Ten
 def test_ema_weights_are_validated_saved_tested_and_exported(make_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
     decay = 0.6  # low, so 4 steps move the average visibly away from the raw weights
     recorder = StateRecorder()
-    monkeypatch.setattr(train_script, "instantiate_callbacks", lambda cfg: [*instantiate_callbacks(cfg), recorder])
+    monkeypatch.setattr(
+        train_script, "instantiate_callbacks", lambda cfg, **options: [*instantiate_callbacks(cfg, **options), recorder]
+    )
     cfg_overrides = [
         *TINY_SYNTHETIC,
         *FAST_TRAIN,
@@ -276,7 +278,9 @@ def test_finetune_recipe_loads_pretrained_weights_and_trains_the_head_faster(
     assert cfg.hydra.runtime.choices.scheduler == "cosine" and cfg.data.resolution_schedule is None  # full size only
     recorder = StateRecorder()
     original = train_script.instantiate_callbacks
-    monkeypatch.setattr(train_script, "instantiate_callbacks", lambda group: [*original(group), recorder])
+    monkeypatch.setattr(
+        train_script, "instantiate_callbacks", lambda group, **options: [*original(group, **options), recorder]
+    )
     _, objects = train_script.train(cfg)
     start = recorder.starts[0]
     assert torch.equal(start["net.stem.conv.weight"], source.stem.conv.weight)  # the backbone came from the file
@@ -309,9 +313,8 @@ def test_ema_keeps_the_plain_weights_until_update_starting_at_step(make_cfg, mon
     the plain weights of step 2 (not the untrained ones), the second and the final weights the average of steps 3-4."""
     decay = 0.6
     recorder, validated = StateRecorder(), ValidationStates()
-    monkeypatch.setattr(
-        train_script, "instantiate_callbacks", lambda cfg: [*instantiate_callbacks(cfg), recorder, validated]
-    )
+    with_recorders = lambda cfg, **options: [*instantiate_callbacks(cfg, **options), recorder, validated]  # noqa: E731
+    monkeypatch.setattr(train_script, "instantiate_callbacks", with_recorders)
     overrides = [*TINY_SYNTHETIC, *FAST_TRAIN, *TINY_BUDGET, "callbacks=[default,ema]", f"callbacks.ema.decay={decay}",
                  "callbacks.ema.update_starting_at_step=2", "optimizer.lr=0.05", "scheduler=none", "test=false"]  # fmt: skip
     _, objects = train_script.train(make_cfg(overrides, run_name="ema_start"))

@@ -71,7 +71,8 @@ def _producers(graph: onnx.GraphProto, op_type: str, first_input: int = 0) -> se
     """The op types (``initializer`` for weights) that make the inputs ``first_input``, ... of ``op_type`` nodes."""
     made_by = {output: node.op_type for node in graph.node for output in node.output}
     made_by |= {initializer.name: "initializer" for initializer in graph.initializer}
-    return {made_by[name] for node in graph.node if node.op_type == op_type for name in node.input[first_input:] if name}
+    nodes = [node for node in graph.node if node.op_type == op_type]
+    return {made_by[name] for node in nodes for name in node.input[first_input:] if name}
 
 
 @pytest.mark.parametrize("method", ["minmax", "percentile", "entropy"])
