@@ -65,11 +65,16 @@ def test_multiscale_size_whose_scaled_batch_is_one_is_refused(tmp_path: Path) ->
 
 def test_scheduled_size_whose_scaled_batch_is_one_is_refused(tmp_path: Path) -> None:
     # The schedule ends at 32 px, where data.batch_size=1 at 40 px scales to one image of 1x1 px maps.
-    data = SyntheticDataModule(tmp_path, image_size=40, batch_size=1, resolution_schedule=[[0, 40], [0.5, 32]])
+    pixels = dict(batch_size=1, resolution_schedule_batch="pixels")  # batches scaled to hold the pixels
+    data = SyntheticDataModule(tmp_path, image_size=40, resolution_schedule=[[0, 40], [0.5, 32]], **pixels)
     assert data.training_batch_shapes() == [(32, 1), (40, 1)]
     with pytest.raises(UserInputError, match=r"batches of 1 at 32 px .*data.resolution_schedule"):
         data.check_train_batch_sizes()
-    SyntheticDataModule(tmp_path, image_size=64, batch_size=1, resolution_schedule=[[0, 32], [0.5, 64]]).check_train_batch_sizes()
+    # 1 image at 64 px holds the pixels of 4 at 32 px: trainable.
+    SyntheticDataModule(tmp_path, image_size=64, resolution_schedule=[[0, 32], [0.5, 64]], **pixels).check_train_batch_sizes()
+    fixed = SyntheticDataModule(tmp_path, image_size=64, batch_size=1, resolution_schedule=[[0, 32], [0.5, 64]])
+    with pytest.raises(UserInputError, match=r"batches of 1 at 32 px"):  # the default, fixed: 1 image at every size
+        fixed.check_train_batch_sizes()
 
 
 def test_last_batch_is_dropped_only_when_batchnorm_cannot_train_on_it(tmp_path: Path, caplog) -> None:
