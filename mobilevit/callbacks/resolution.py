@@ -28,8 +28,7 @@ class ResolutionScheduler(L.Callback):
         return getattr(datamodule, "resolution_schedule", None), datamodule
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        schedule, _ = self._schedule(trainer)
-        if stage == "fit" and schedule is not None:
+        if stage == "fit" and getattr(trainer.datamodule, "reloads_train_dataloader", False):
             trainer.reload_dataloaders_every_n_epochs = 1  # one loader per size: the data module reuses it
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
