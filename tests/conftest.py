@@ -39,6 +39,7 @@ TINY_SYNTHETIC = [
     "data.image_size=32",
     "data.batch_size=8",
     "data.num_workers=0",
+    "data.resolution_schedule=null",  # one size throughout (train.yaml's recipe resizes progressively)
 ]
 # Fast, quiet training settings for tests; float32 so that tests can compare numbers exactly
 # (the default bf16 fast path is trained in tests/test_precision.py).
@@ -147,7 +148,8 @@ def train_two_ddp_processes(tmp_path: Path, overrides: Sequence[str], recorder: 
         [
             sys.executable, "train.py", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
             "data=synthetic", "data.num_classes=3", "data.train_per_class=12", "data.val_per_class=2",
-            "data.test_per_class=2", "data.source_size=48", "data.num_workers=0", *overrides,
+            "data.test_per_class=2", "data.source_size=48", "data.num_workers=0", "data.resolution_schedule=null",
+            *overrides,
             "model=mobilevit_xxs", "logger=none", "callbacks=none", "test=false", "trainer.max_epochs=2",
             "+trainer.limit_val_batches=1", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
             f"+callbacks.record._target_={recorder}", f"+callbacks.record.folder={records}",

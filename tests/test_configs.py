@@ -88,10 +88,13 @@ def test_train_defaults_are_the_measured_recipe(make_cfg) -> None:
     assert cfg.scheduler.decay == "linear" and cfg.scheduler.min_lr == 0.0
     assert cfg.module.hflip_tta is True and cfg.test_weights == "last"
     assert cfg.trainer.max_epochs == 300 and cfg.trainer.gradient_clip_val == 1.0
-    # The resized schedule follows data.image_size; data=imagefolder and data=synthetic train at one size.
+    # The resized schedule follows data.image_size. It is the recipe's, not the dataset's: every data config trains
+    # with it, and no data config sets it.
     small = make_cfg(["data.image_size=128"])
     assert ResolutionSchedule.from_config(small.data.resolution_schedule, 128).sizes == [64, 96, 128]
-    assert make_cfg(["data=imagefolder"]).data.resolution_schedule is None
+    for data in config_groups()["data"]:
+        assert make_cfg([f"data={data}"]).data.resolution_schedule == cfg.data.resolution_schedule, data
+        assert "resolution_schedule" not in (CONFIG_DIR / "data" / f"{data}.yaml").read_text(), data
 
 
 def test_paths_and_run_dirs(make_cfg, tmp_path: Path) -> None:

@@ -401,8 +401,9 @@ def test_configs_instantiate(tmp_path: Path, augmentation: str) -> None:
     assert flowers.split_protocol == "official" and flowers.split_seed == 0
     assert flowers.stratified_sizes == {"train": 6500, "val": 689, "test": 1000}
     assert flowers.split_dir == tmp_path / "run"
-    assert flowers.resolution_schedule.milestones == ((0.0, 128), (0.35, 192), (0.7, 256))  # x 0.5 / 0.75 / 1
-    assert flowers.resolution_schedule_batch == "fixed" and flowers.reloads_train_dataloader
+    # The dataset config sets no schedule (the recipe's, in train.yaml): alone it builds one size.
+    assert flowers.resolution_schedule is None and not flowers.reloads_train_dataloader
+    assert flowers.resolution_schedule_batch == "fixed"
 
     folder_cfg = _config("imagefolder", augmentation, tmp_path)
     assert OmegaConf.is_missing(folder_cfg.data, "root")
