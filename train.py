@@ -159,13 +159,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         cfg.get("callbacks"), has_logger=bool(loggers), progress_bar=cfg.trainer.get("enable_progress_bar", True)
     )
     callbacks.append(ResolutionScheduler())  # the loop decides each epoch's training size; none without a schedule
-    # A multi-scale data module shards its own batches: Lightning must not replace its sampler.
-    trainer: L.Trainer = hydra.utils.instantiate(
-        cfg.trainer,
-        callbacks=callbacks,
-        logger=loggers or False,
-        use_distributed_sampler=not getattr(datamodule, "uses_custom_sampler", False),
-    )
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     _log_hyperparameters(trainer.loggers, run_cfg, _reported_hp_metrics(cfg, trainer))
     error = fit(trainer, model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)

@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TINY_SYNTHETIC
-from lightning.pytorch.utilities.data import _update_dataloader
 from torch.utils.data import DistributedSampler
 
-from mobilevit.data import MultiScaleBatchSampler, SyntheticDataModule
+from mobilevit.data import MultiScaleBatchSampler, SyntheticDataModule, base
 from mobilevit.data.batchnorm import min_train_batch_size, trains_batchnorm
 from mobilevit.errors import UserInputError
 from mobilevit.models import create_model
@@ -82,7 +81,7 @@ def test_last_batch_is_dropped_only_when_batchnorm_cannot_train_on_it(tmp_path: 
     assert [len(targets) for _, targets in data.train_dataloader()] == [4, 4, 2]
     data = _synthetic(tmp_path / "b", train_per_class=3, image_size=32)  # 6 images, batch 5: 1 left at 32 px
     data.batch_size = 5
-    with caplog.at_level(logging.WARNING, logger="mobilevit.data.base"):
+    with caplog.at_level(logging.WARNING, logger="mobilevit.data.batchnorm"):
         assert [len(targets) for _, targets in data.train_dataloader()] == [5]
     assert "Dropping the last training batch of every epoch: 1 image of the 6 training images at 32 px" in caplog.text
     data = _synthetic(tmp_path / "c", train_per_class=3, image_size=48)  # at 48 px a batch of 1 trains: kept
@@ -93,13 +92,17 @@ def test_last_batch_is_dropped_only_when_batchnorm_cannot_train_on_it(tmp_path: 
 def test_ddp_rank_shard_drops_its_untrainable_last_batch(tmp_path: Path, monkeypatch, caplog) -> None:
     # 8 images over 2 ranks: 4 each; batches of 3 leave one image per rank (8 % 3 = 2 would not show it).
     data = _synthetic(tmp_path, train_per_class=4, batch_size=3)
-    monkeypatch.setattr(data, "replicas", lambda: (2, 0))
-    with caplog.at_level(logging.WARNING, logger="mobilevit.data.base"):
-        loader = data.train_dataloader()
-    assert "each of 2 processes' 4 training images" in caplog.text
-    for rank in (0, 1):  # as Lightning shards it (use_distributed_sampler=True keeps the loader's drop_last)
-        sharded = _update_dataloader(loader, DistributedSampler(loader.dataset, num_replicas=2, rank=rank))
-        assert [len(targets) for _, targets in sharded] == [3]
+    shards = []
+    for rank in (0, 1):  # the data module shards its training loader itself, from torch.distributed's place
+        monkeypatch.setattr(base, "distributed_replicas", lambda: (2, rank))
+        with caplog.at_level(logging.WARNING, logger="mobilevit.data.batchnorm"):
+            loader = data.dataloader("train")
+        assert "each of 2 processes' 4 training images" in caplog.text
+        assert isinstance(loader.sampler, DistributedSampler)
+        assert (loader.sampler.num_replicas, loader.sampler.rank) == (2, rank)
+        shards.append(list(loader.sampler))
+        assert [len(targets) for _, targets in loader] == [3]
+    assert sorted(shards[0] + shards[1]) == list(range(8))  # disjoint shards that cover the split
 
 
 def test_multiscale_plan_drops_untrainable_leftovers_and_counts_them() -> None:

@@ -93,6 +93,7 @@ def test_bad_value_exits_2_with_one_line(script: str, args: list[str], expected:
         ("optimizer.lr=fast", r"optimizer.lr must be a number > 0 \(e.g. 1e-3\), got 'fast'."),
         ("trainer.gradient_clip_val=-1", r"trainer.gradient_clip_val must be null \(no clipping\) or a number >= 0"),
         ("trainer.gradient_clip_algorithm=max", r"trainer.gradient_clip_algorithm must be one of \['norm', 'value'\]"),
+        ("trainer.use_distributed_sampler=true", r"trainer.use_distributed_sampler must be false: the data modules shard"),
         ("module.backbone_lr_scale=0.1", r"backbone_lr_scale=0.1 slows the backbone .* model.pretrained is not set"),
     ],
 )

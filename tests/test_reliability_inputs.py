@@ -124,7 +124,7 @@ def test_an_image_that_breaks_after_the_scan_follows_skip_bad_images(tmp_path: P
         _damaged_png(root / "train" / "banana" / "1.png")  # now it breaks
         loader = dm.train_dataloader()
         if skip:
-            with caplog.at_level(logging.WARNING, logger="mobilevit.data.base"):
+            with caplog.at_level(logging.WARNING, logger="mobilevit.data.loading"):
                 seen = sum(len(targets) for _, targets in loader)
             assert seen == 3 * 4 - 1  # the other 11 training images
             assert "skipped" in caplog.text and "1.png" in caplog.text and "1 image skipped so far" in caplog.text

@@ -98,7 +98,7 @@ def test_datamodule_multiscale_loaders(tmp_path: Path) -> None:
         source_size=48, image_size=48, batch_size=4, multiscale=True, multiscale_sizes=[32, 48, 64],
         augmentation=basic_augmentation,
     )  # fmt: skip
-    assert dm.uses_custom_sampler and dm.multiscale_sizes == [32, 48, 64]
+    assert dm.multiscale and dm.multiscale_sizes == [32, 48, 64]
     dm.setup("fit")
     assert isinstance(dm.dataset("train"), MultiScaleDataset)
     loader = dm.train_dataloader()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
-import multiprocessing
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
@@ -14,14 +12,14 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.distributed as dist
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from mobilevit.data.batchnorm import trains_batchnorm
+from mobilevit.data.batchnorm import drops_untrainable_batch, log_dropped_batch, trains_batchnorm
 from mobilevit.data.cache import DecodedImageCache, TransformedDataset
-from mobilevit.data.images import UnreadableImageError, require_utf8_names, scan_images
+from mobilevit.data.images import require_utf8_names, scan_images
+from mobilevit.data.loading import DropSkipped, SkipUnreadable, distributed_replicas, worker_start_method
 from mobilevit.data.resolution import ResolutionSchedule
 from mobilevit.data.sampler import (
     MultiScaleBatchSampler,
@@ -61,7 +59,6 @@ SCANNED_SPLITS: dict[str | None, tuple[str, ...]] = {
 }
 
 Transform = Callable[[Any], torch.Tensor]
-log = logging.getLogger(__name__)
 
 
 @rank_zero_only
@@ -69,74 +66,14 @@ def _log_warning(message: str) -> None:
     log.warning(message)
 
 
-@rank_zero_only
-def _log_dropped_batch(images: int, size: int, split_images: int, world_size: int) -> None:
-    per = f"each of {world_size} processes' {split_images}" if world_size > 1 else f"the {split_images}"
-    log.warning(
-        "Dropping the last training batch of every epoch: %d image%s of %s training images at %d px would give "
-        "BatchNorm one value per channel.", images, "" if images == 1 else "s", per, size
-    )
-
-
-class SkipUnreadable(Dataset):
-    """``dataset`` whose items that cannot be decoded when loaded (:class:`UnreadableImageError`: the file changed or
-    broke after the start-up scan) become None, each logged with this process's running count
-    (``data.skip_bad_images=true``); :class:`DropSkipped` leaves them out of the batch."""
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-        self.targets = getattr(dataset, "targets", None)
-        self.skipped = 0
-
-    def __getitem__(self, key: Any) -> Any:
-        try:
-            return self.dataset[key]
-        except UnreadableImageError as error:
-            self.skipped += 1
-            log.warning(
-                "data.skip_bad_images=true: skipped %s, unreadable when loaded (%s); %d image%s skipped so far in "
-                "this process.", error.path, error.reason, self.skipped, "" if self.skipped == 1 else "s",
-            )  # fmt: skip
-            return None
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-
-class DropSkipped:
-    """``collate_fn`` that leaves out the samples :class:`SkipUnreadable` replaced by None, then collates the rest
-    with ``collate`` (default: ``default_collate``)."""
-
-    def __init__(self, collate: Callable[[list[Any]], Any] | None = None) -> None:
-        self.collate = collate or default_collate
-
-    def __call__(self, samples: list[Any]) -> Any:
-        kept = [sample for sample in samples if sample is not None]
-        if not kept:
-            raise UserInputError(
-                f"All {len(samples)} images of a batch were unreadable when loaded (data.skip_bad_images=true): the "
-                "files under data.root changed after the start-up scan; see the warnings above."
-            )
-        return self.collate(kept)
-
-
-PYTHON_START_METHODS = ("fork", "spawn", "forkserver")
-
-
-def worker_start_method() -> str | None:
-    """How DataLoader workers are started: None (Python's current default), except where that default is not one of
-    Python's own start methods, as in the loky processes of Hydra's joblib launcher ('loky': the workers fail to
-    start); there, the platform's default (``fork`` on Linux up to Python 3.13, ``spawn`` on macOS and Windows)."""
-    if multiprocessing.get_start_method(allow_none=True) in (None, *PYTHON_START_METHODS):
-        return None
-    return next(method for method in multiprocessing.get_all_start_methods() if method in PYTHON_START_METHODS)
-
-
 class ImageClassificationDataModule(L.LightningDataModule, ABC):
-    """Base data module: shared arguments, transforms and dataloaders; the one owner of every image size.
+    """Base data module: shared arguments, the image scan, datasets and dataloaders for the sizes it is asked for.
 
-    The training size at each step comes from here (``image_size``, ``resolution_schedule``, ``multiscale``), and
-    the augmentation preset is built at that size (``augmentation(size)``); evaluation uses ``eval_image_size``.
+    It knows every size training may use (``image_size``, ``resolution_schedule``, ``multiscale``: for the cache and
+    the BatchNorm batch check), but the training loop decides each epoch's size (:meth:`set_train_image_size`, from
+    :class:`mobilevit.callbacks.ResolutionScheduler`); the augmentation preset is built at that size
+    (``augmentation(size)``), and evaluation uses ``eval_image_size``. It never reads the Trainer: its DDP shard comes
+    from torch.distributed (:func:`~mobilevit.data.loading.distributed_replicas`).
 
     Subclasses set ``self.class_names`` in ``__init__`` (cheap: no image decoding) and
     implement :meth:`_make_dataset`.
@@ -160,7 +97,8 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
             validation and test stay at ``eval_image_size``.
         multiscale_sizes: training resolutions at ``image_size``; None derives them from ``image_size``
             (256 -> 160, 192, 256, 288, 320). Under a resolution schedule they scale with the scheduled size.
-        multiscale_seed: seed of the multi-scale index shuffle and resolution order (same on all ranks).
+        multiscale_seed: seed of the training shuffle's DDP shards and of the multi-scale resolution order (the same
+            on all ranks).
         skip_bad_images: what to do with image files that :meth:`check_images` finds unreadable: False stops
             with one error that lists them all, True trains without them and logs which. With True, a file that
             still fails when a batch is loaded (it changed after the scan) is left out of that batch and logged.
@@ -243,12 +181,6 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
     def num_classes(self) -> int:
         """Number of classes (length of ``class_names``)."""
         return len(self.class_names)
-
-    @property
-    def uses_custom_sampler(self) -> bool:
-        """Whether this module shards its dataloaders itself (multi-scale): build the Trainer with
-        ``use_distributed_sampler=False`` then."""
-        return self.multiscale
 
     @abstractmethod
     def _make_dataset(self, split: str, transform: Transform | None) -> Dataset:
@@ -439,14 +371,6 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         for split in needed:
             self.dataset(split)
 
-    def replicas(self) -> tuple[int, int]:
-        """(world size, global rank) of the attached Trainer, else of torch.distributed, else (1, 0)."""
-        if self.trainer is not None:
-            return self.trainer.world_size, self.trainer.global_rank
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_world_size(), dist.get_rank()
-        return 1, 0
-
     @functools.cached_property
     def batch_transform(self) -> BatchTransform | None:
         """The augmentation's batch transform bound to this dataset's class count (None without one)."""
@@ -457,9 +381,11 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         """DataLoader over ``split``; shuffles only the training split unless ``shuffle`` says otherwise.
 
         Training batches go through the augmentation's batch transform (if any). With multi-scale the
-        training loader uses :class:`MultiScaleBatchSampler`, and every loader is sharded across DDP ranks
-        here (Lightning's sampler injection is off, see :attr:`uses_custom_sampler`). Under DDP the validation and
-        test loaders are sharded here without padding (each image on exactly one rank). ``size``: the training size
+        training loader uses :class:`MultiScaleBatchSampler`. Under DDP (:func:`~mobilevit.data.loading.
+        distributed_replicas`) every loader is sharded here, so the Trainer runs with ``use_distributed_sampler=False``
+        (configs/trainer/default.yaml): the training split by a ``DistributedSampler`` seeded with
+        ``multiscale_seed`` (padded to equal shares, reshuffled each epoch by Lightning's ``set_epoch``), the
+        validation and test splits without padding (each image on exactly one rank). ``size``: the training size
         (default :meth:`train_size`), decided once so the dataset and the batches agree.
         """
         is_train = split == "train"
@@ -480,25 +406,24 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
             collate_fn=collate,
         )
         sampler = None
-        world_size, rank = self.replicas()
+        world_size, rank = distributed_replicas()
         if not is_train and world_size > 1:
             # Every image exactly once over the ranks (DistributedSampler would repeat a few to even out the shares,
             # and every reported metric would count them twice); the shares may differ by one image.
             sampler = UnrepeatedDistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=False)
-        elif self.uses_custom_sampler and is_train:
+        elif is_train and (world_size > 1 or self.multiscale):
             sampler = DistributedSampler(
                 dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=self.multiscale_seed
             )
+        if is_train and self.multiscale:
             batch_sampler = MultiScaleBatchSampler(
                 sampler, self._multiscale_sizes_at(size), size, batch_size, seed=self.multiscale_seed
             )
             if batch_sampler.dropped:
-                size = batch_sampler.dropped_size
-                _log_dropped_batch(batch_sampler.dropped, size, len(sampler), world_size)
+                log_dropped_batch(batch_sampler.dropped, batch_sampler.dropped_size, len(sampler), world_size)
             return DataLoader(dataset, batch_sampler=batch_sampler, **options)
-        # This process's share (Lightning's DistributedSampler pads every rank to ceil(N / world size)).
-        num_samples = len(sampler) if sampler is not None else math.ceil(len(dataset) / world_size)  # type: ignore[arg-type]
-        drop_last = is_train and self._untrainable_remainder(num_samples, world_size, batch_size, size)
+        num_samples = len(sampler) if sampler is not None else len(dataset)  # type: ignore[arg-type]
+        drop_last = is_train and drops_untrainable_batch(num_samples, batch_size, size, world_size)
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -507,21 +432,6 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
             drop_last=drop_last,
             **options,
         )
-
-    def _untrainable_remainder(self, num_samples: int, world_size: int, batch_size: int, size: int) -> bool:
-        """Whether the last training batch of an epoch (of this process's ``num_samples``, in batches of
-        ``batch_size`` at ``size`` px) must be dropped because BatchNorm could not train on it (logged); an epoch
-        that would be left without batches is an error."""
-        remainder = num_samples % batch_size
-        if remainder == 0 or trains_batchnorm(remainder, size):
-            return False
-        if num_samples < batch_size:
-            raise UserInputError(
-                f"The training split has {num_samples} image(s) per process ({world_size} process(es)), too few for "
-                f"BatchNorm at {size} px: add training images or use fewer devices."
-            )
-        _log_dropped_batch(remainder, size, num_samples, world_size)
-        return True
 
     def training_batch_shapes(self) -> list[tuple[int, int]]:
         """Every (image size, batch size) a full training batch can have: the resolution schedule's sizes with
@@ -559,7 +469,7 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         if self.resolution_schedule is None:
             return self.dataloader("train")
         size = self.train_size()  # once: the schedule may cross a milestone while the loader is built
-        key = (size, self.replicas())
+        key = (size, distributed_replicas())
         if self._train_loader is None or self._train_loader[0] != key:
             self._train_loader = (key, self.dataloader("train", size=size))
         return self._train_loader[1]

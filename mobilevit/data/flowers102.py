@@ -14,6 +14,7 @@ from torchvision.datasets import Flowers102
 
 from mobilevit.data.base import SPLITS, ImageClassificationDataModule, Transform
 from mobilevit.data.images import load_image
+from mobilevit.data.loading import distributed_replicas
 from mobilevit.data.splits import stratified_split, write_split_json
 from mobilevit.errors import UserInputError, require_int
 
@@ -228,6 +229,5 @@ class Flowers102DataModule(ImageClassificationDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
-        is_global_zero = self.trainer is None or self.trainer.is_global_zero
-        if self.split_dir is not None and stage in ("fit", None) and is_global_zero:
+        if self.split_dir is not None and stage in ("fit", None) and distributed_replicas()[1] == 0:
             self.write_split(self.split_dir)

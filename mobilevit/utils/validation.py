@@ -53,6 +53,11 @@ def _trainer_problems(trainer: DictConfig | None) -> Iterator[str]:
     algorithm = trainer.get("gradient_clip_algorithm")
     if algorithm is not None:
         yield from _problem(require_choice, algorithm, "trainer.gradient_clip_algorithm", GRADIENT_CLIP_ALGORITHMS)
+    if trainer.get("use_distributed_sampler", False):
+        yield (
+            "trainer.use_distributed_sampler must be false: the data modules shard their own loaders under DDP "
+            "(mobilevit/data/base.py), and Lightning's sampler would replace a multi-scale batch sampler."
+        )
 
 
 def _fine_tuning_problems(cfg: DictConfig) -> Iterator[str]:
