@@ -9,11 +9,9 @@ import gc
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mobilevit.errors import UserInputError
+from mobilevit.utils.timing import median, synchronizer, time_repeats  # noqa: F401  (the benchmarks' timing)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # A local Flowers-102 copy, found as the configs find it: $MOBILEVIT_DATA_DIR/flowers102 (default data/flowers102).
@@ -96,37 +95,6 @@ def pin_threads(threads: int) -> None:
     """Use exactly ``threads`` intra-op threads in this process (and in OpenMP regions it starts)."""
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
-
-
-def synchronizer(device: torch.device) -> Callable[[], None]:
-    """A function that waits for queued work on ``device`` (a no-op on CPU)."""
-    if device.type == "cuda":
-        return lambda: torch.cuda.synchronize(device)
-    return lambda: None
-
-
-def time_repeats(
-    step: Callable[[], object],
-    repeats: int,
-    warmup: int,
-    synchronize: Callable[[], None] = lambda: None,
-) -> list[float]:
-    """Run ``step`` ``warmup`` times untimed, then ``repeats`` times timed; return each timed run's seconds."""
-    for _ in range(warmup):
-        step()
-    synchronize()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        synchronize()
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def median(values: Iterable[float]) -> float:
-    """Median of ``values`` (the figure every benchmark reports)."""
-    return float(statistics.median(values))
 
 
 def ratio(numerator: float | None, denominator: float | None) -> float | None:

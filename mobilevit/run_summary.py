@@ -6,8 +6,6 @@
 from __future__ import annotations
 
 import json
-import statistics
-import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +20,7 @@ from mobilevit.models import fuse_batchnorm
 from mobilevit.utils.machine import machine_info
 from mobilevit.utils.validation import DEFAULT_TEST_WEIGHTS
 from mobilevit.utils.precision import AUTOCAST_DTYPES, autocast_dtype
+from mobilevit.utils.timing import median, synchronizer, time_repeats
 
 SUMMARY_FILE = "summary.json"
 
@@ -35,16 +34,9 @@ def measure_latency_ms(
     fused = fuse_batchnorm(net).to(device=device, memory_format=torch.channels_last).eval()
     image = torch.randn(1, 3, image_size, image_size, device=device).contiguous(memory_format=torch.channels_last)
     dtype = autocast_dtype(precision, device.type)
-    times = []
     with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-        for index in range(repeats + 5):  # 5 warm-up passes
-            start = time.perf_counter()
-            fused(image)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            if index >= 5:
-                times.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(times)
+        times = time_repeats(lambda: fused(image), repeats, warmup=5, synchronize=synchronizer(device))
+    return 1000.0 * median(times)
 
 
 def _protocol(data_cfg: dict[str, Any]) -> str:

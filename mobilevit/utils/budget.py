@@ -21,12 +21,14 @@ def _timer(trainer: L.Trainer) -> Timer | None:
 def time_budget_fraction(trainer: L.Trainer) -> float | None:
     """Training time elapsed / ``trainer.max_time`` (rank 0's clock on every rank); None without ``max_time``."""
     timer = _timer(trainer)
-    if timer is None or not timer._duration:
+    remaining = timer.time_remaining("train") if timer is not None else None
+    if remaining is None:  # no max_time
         return None
     elapsed = timer.time_elapsed("train")
+    duration = elapsed + remaining  # max_time in seconds, through the Timer's public API
     if trainer.world_size > 1:  # every rank must follow the same schedule
         elapsed = trainer.strategy.broadcast(elapsed, src=0)
-    return elapsed / timer._duration
+    return elapsed / duration if duration > 0 else 1.0
 
 
 def training_progress(trainer: L.Trainer, within_epoch: bool = True) -> float:
