@@ -6,7 +6,7 @@ import functools
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from mobilevit.data.batchnorm import drops_untrainable_batch, log_dropped_batch, trains_batchnorm
 from mobilevit.data.cache import DecodedImageCache, TransformedDataset
-from mobilevit.data.images import require_utf8_names, scan_images
+from mobilevit.data.images import file_listing, require_utf8_names, scan_images, unreadable_summary
 from mobilevit.data.loading import DropSkipped, SkipUnreadable, distributed_replicas, worker_start_method
 from mobilevit.data.resolution import ResolutionSchedule
 from mobilevit.data.sampler import (
@@ -231,28 +231,16 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
             return
         if not self.skip_bad_images:
             raise UserInputError(
-                f"{self._describe(bad)}: fix or delete them, or set data.skip_bad_images=true to train without "
-                f"them.\n{self._listing(bad)}"
+                f"{unreadable_summary(bad, self.root)}: fix or delete them, or set data.skip_bad_images=true to "
+                f"train without them.\n{file_listing(bad, self.root)}"
             )
-        _log_warning(f"data.skip_bad_images=true: leaving out {self._describe(bad)}.\n{self._listing(bad)}")
+        _log_warning(
+            f"data.skip_bad_images=true: leaving out {unreadable_summary(bad, self.root)}.\n"
+            f"{file_listing(bad, self.root)}"
+        )
         self.bad_images.update(bad)
         for split in todo:  # built before the scan (e.g. by class_counts()): rebuild without the bad files
             self.forget_datasets(split)
-
-    def _describe(self, bad: dict[Path, str]) -> str:
-        return f"{len(bad)} unreadable image file{'s' if len(bad) != 1 else ''} under data.root={self.root}"
-
-    def _listing(self, files: dict[Path, str] | Iterable[Path]) -> str:
-        reasons = files if isinstance(files, dict) else dict.fromkeys(files, "")
-        return "\n".join(
-            f"  {self._relative(path)}{': ' + reason if reason else ''}" for path, reason in reasons.items()
-        )
-
-    def _relative(self, path: Path) -> str:
-        try:
-            return str(path.relative_to(self.root))
-        except ValueError:
-            return str(path)
 
     def _check_split(self, split: str) -> str:
         if split not in SPLITS:

@@ -9,7 +9,7 @@ from typing import Any
 from torchvision.datasets import ImageFolder
 
 from mobilevit.data.base import SPLITS, ImageClassificationDataModule, Transform, _log_warning
-from mobilevit.data.images import IMAGE_EXTENSIONS, is_image_file, load_image, non_image_files, require_utf8_names
+from mobilevit.data.images import IMAGE_EXTENSIONS, file_listing, is_image_file, load_image, non_image_files, require_utf8_names
 from mobilevit.errors import UserInputError
 
 EXTENSIONS: tuple[str, ...] = tuple(sorted(IMAGE_EXTENSIONS))
@@ -127,5 +127,5 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         if others:
             _log_warning(
                 f"Left out {len(others)} file{'s' if len(others) != 1 else ''} without an image extension "
-                f"({', '.join(EXTENSIONS)}) in the class folders of {self.root}:\n{self._listing(others)}"
+                f"({', '.join(EXTENSIONS)}) in the class folders of {self.root}:\n{file_listing(others, self.root)}"
             )

@@ -130,6 +130,25 @@ def scan_images(files: Sequence[str | Path], threads: int = SCAN_THREADS) -> dic
     return {path: reason for path, reason in zip(paths, reasons, strict=True) if reason is not None}
 
 
+def file_listing(files: dict[Path, str] | Iterable[Path], root: str | Path) -> str:
+    """One indented line per file, relative to ``root`` where it lies under it, with its reason when ``files`` maps
+    files to reasons (for the messages that list bad or left-out files)."""
+    reasons = files if isinstance(files, dict) else dict.fromkeys(files, "")
+    return "\n".join(f"  {_relative(path, root)}{': ' + reason if reason else ''}" for path, reason in reasons.items())
+
+
+def unreadable_summary(bad: dict[Path, str], root: str | Path) -> str:
+    """"N unreadable image file(s) under data.root=<root>" (the head of the messages about ``bad``)."""
+    return f"{len(bad)} unreadable image file{'s' if len(bad) != 1 else ''} under data.root={root}"
+
+
+def _relative(path: Path, root: str | Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
 def non_image_files(folders: Iterable[Path]) -> list[Path]:
     """Visible files without an image extension anywhere under ``folders`` (sorted): the files that an image
     folder dataset leaves out."""
