@@ -403,7 +403,7 @@ def test_configs_instantiate(tmp_path: Path, augmentation: str) -> None:
     assert flowers.split_dir == tmp_path / "run"
     # The dataset config sets no schedule (the recipe's, in train.yaml): alone it builds one size.
     assert flowers.resolution_schedule is None and not flowers.reloads_train_dataloader
-    assert flowers.resolution_schedule_batch == "fixed"
+    assert flowers.size_plan.schedule_batch == "fixed"
 
     folder_cfg = _config("imagefolder", augmentation, tmp_path)
     assert OmegaConf.is_missing(folder_cfg.data, "root")

@@ -66,7 +66,7 @@ def test_scheduled_size_whose_scaled_batch_is_one_is_refused(tmp_path: Path) -> 
     # The schedule ends at 32 px, where data.batch_size=1 at 40 px scales to one image of 1x1 px maps.
     pixels = dict(batch_size=1, resolution_schedule_batch="pixels")  # batches scaled to hold the pixels
     data = SyntheticDataModule(tmp_path, image_size=40, resolution_schedule=[[0, 40], [0.5, 32]], **pixels)
-    assert data.training_batch_shapes() == [(32, 1), (40, 1)]
+    assert data.size_plan.batch_shapes() == [(32, 1), (40, 1)]
     with pytest.raises(UserInputError, match=r"batches of 1 at 32 px .*data.resolution_schedule"):
         data.check_train_batch_sizes()
     # 1 image at 64 px holds the pixels of 4 at 32 px: trainable.
@@ -79,13 +79,11 @@ def test_scheduled_size_whose_scaled_batch_is_one_is_refused(tmp_path: Path) -> 
 def test_last_batch_is_dropped_only_when_batchnorm_cannot_train_on_it(tmp_path: Path, caplog) -> None:
     data = _synthetic(tmp_path / "a", train_per_class=5)  # 10 images, batches of 4: a last batch of 2 trains
     assert [len(targets) for _, targets in data.train_dataloader()] == [4, 4, 2]
-    data = _synthetic(tmp_path / "b", train_per_class=3, image_size=32)  # 6 images, batch 5: 1 left at 32 px
-    data.batch_size = 5
+    data = _synthetic(tmp_path / "b", train_per_class=3, image_size=32, batch_size=5)  # 6 images: 1 left at 32 px
     with caplog.at_level(logging.WARNING, logger="mobilevit.data.batchnorm"):
         assert [len(targets) for _, targets in data.train_dataloader()] == [5]
     assert "Dropping the last training batch of every epoch: 1 image of the 6 training images at 32 px" in caplog.text
-    data = _synthetic(tmp_path / "c", train_per_class=3, image_size=48)  # at 48 px a batch of 1 trains: kept
-    data.batch_size = 5
+    data = _synthetic(tmp_path / "c", train_per_class=3, image_size=48, batch_size=5)  # 48 px: a batch of 1 trains
     assert [len(targets) for _, targets in data.train_dataloader()] == [5, 1]
 
 

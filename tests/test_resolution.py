@@ -55,9 +55,9 @@ def test_explicit_multiscale_sizes_scale_with_the_scheduled_size(tmp_path: Path)
     datamodule = SyntheticDataModule(
         tmp_path, image_size=128, multiscale=True, multiscale_sizes=[96, 128, 160], resolution_schedule=schedule
     )
-    assert datamodule._multiscale_sizes_at(128) == [96, 128, 160]
-    assert datamodule._multiscale_sizes_at(64) == [64, 96]  # 48 -> 64, 64, 80 -> 96
-    assert datamodule.training_sizes() == [64, 96, 128, 160]
+    assert datamodule.size_plan.multiscale_sizes_at(128) == [96, 128, 160]
+    assert datamodule.size_plan.multiscale_sizes_at(64) == [64, 96]  # 48 -> 64, 64, 80 -> 96
+    assert datamodule.size_plan.sizes() == [64, 96, 128, 160]
 
 
 class RecordSizes(L.Callback):
@@ -139,7 +139,7 @@ def test_schedule_composes_with_multiscale(make_cfg, tmp_path: Path) -> None:
     early = {size for epoch, size, _ in steps if epoch < 2}
     late = {size for epoch, size, _ in steps if epoch >= 2}
     assert early <= {32} and late <= {32, 64, 96} and len(late) > 1
-    assert objects["datamodule"].training_sizes() == [32, 64, 96]
+    assert objects["datamodule"].size_plan.sizes() == [32, 64, 96]
 
 
 def test_resumed_run_continues_the_schedule(make_cfg, tmp_path: Path) -> None:

@@ -16,19 +16,13 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from mobilevit.data.batchnorm import drops_untrainable_batch, log_dropped_batch, trains_batchnorm
+from mobilevit.data.batchnorm import drops_untrainable_batch, log_dropped_batch
 from mobilevit.data.cache import DecodedImageCache, TransformedDataset
 from mobilevit.data.images import file_listing, require_utf8_names, scan_images, unreadable_summary
 from mobilevit.data.loading import DropSkipped, SkipUnreadable, distributed_replicas, worker_start_method
 from mobilevit.data.resolution import ResolutionSchedule
-from mobilevit.data.sampler import (
-    MultiScaleBatchSampler,
-    MultiScaleDataset,
-    default_multiscale_sizes,
-    resolve_multiscale_sizes,
-    scaled_batch_size,
-    scaled_image_size,
-)
+from mobilevit.data.sampler import MultiScaleBatchSampler, MultiScaleDataset, resolve_multiscale_sizes
+from mobilevit.data.size_plan import TrainingSizePlan
 from mobilevit.data.transforms import (
     AugmentationPreset,
     BatchTransform,
@@ -44,8 +38,6 @@ from mobilevit.errors import UserInputError, require_choice, require_int
 log = logging.getLogger(__name__)
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-# data.resolution_schedule_batch: scale the batch with the image area, or keep data.batch_size.
-RESOLUTION_SCHEDULE_BATCHES: tuple[str, ...] = ("pixels", "fixed")
 # Splits that test_dataloader() may serve (config key ``data.split``).
 EVAL_SPLITS: tuple[str, ...] = ("test", "val")
 
@@ -140,11 +132,9 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
                 "data.root is required: set it to the dataset folder, e.g. data.root=/path/to/data."
             )
         require_choice(split, "data.split", EVAL_SPLITS)
-        require_int(batch_size, "data.batch_size", 1)
         require_int(num_workers, "data.num_workers", 0)
         self.root = Path(root).expanduser()
         self.image_size = check_image_size(image_size)
-        self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = bool(pin_memory)
         self.persistent_workers = bool(persistent_workers)
@@ -157,14 +147,13 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         self.augmentation = augmentation
         if augmentation is not None:
             check_augmentation_preset(augmentation, image_size)
-        self.resolution_schedule = ResolutionSchedule.from_config(resolution_schedule, self.image_size)
-        self.resolution_schedule_batch = require_choice(
-            resolution_schedule_batch, "data.resolution_schedule_batch", RESOLUTION_SCHEDULE_BATCHES
-        )
-        self.multiscale = bool(multiscale)
-        self._explicit_multiscale_sizes = multiscale_sizes is not None
-        self.multiscale_sizes: list[int] = (
-            resolve_multiscale_sizes(image_size, multiscale_sizes) if self.multiscale else []
+        self.size_plan = TrainingSizePlan(
+            self.image_size,
+            require_int(batch_size, "data.batch_size", 1),
+            schedule=ResolutionSchedule.from_config(resolution_schedule, self.image_size),
+            schedule_batch=resolution_schedule_batch,
+            multiscale_sizes=tuple(resolve_multiscale_sizes(image_size, multiscale_sizes) if multiscale else ()),
+            explicit_multiscale_sizes=multiscale_sizes is not None,
         )
         seed = 0 if multiscale_seed is None else multiscale_seed
         self.multiscale_seed = require_int(seed, "data.multiscale_seed", 0)
@@ -176,6 +165,26 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         self._datasets: dict[str, Dataset] = {}
         self._train_loader: tuple[Any, DataLoader] | None = None  # (size and replicas, loader) under a schedule
         self._train_image_size: int | None = None  # set by the training loop (set_train_image_size)
+
+    @property
+    def batch_size(self) -> int:
+        """Images per batch (``data.batch_size``): every evaluation batch, and training batches at ``image_size``."""
+        return self.size_plan.batch_size
+
+    @property
+    def resolution_schedule(self) -> ResolutionSchedule | None:
+        """The progressive-resizing schedule (``data.resolution_schedule``), or None: one training size."""
+        return self.size_plan.schedule
+
+    @property
+    def multiscale(self) -> bool:
+        """Whether training batches vary in resolution and batch size (``data.multiscale``)."""
+        return self.size_plan.multiscale
+
+    @property
+    def multiscale_sizes(self) -> list[int]:
+        """The multi-scale training sizes at ``image_size`` (empty when multi-scale is off)."""
+        return list(self.size_plan.multiscale_sizes)
 
     @property
     def num_classes(self) -> int:
@@ -260,19 +269,6 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
             return functools.partial(augmentation_image, self.augmentation)
         return functools.partial(eval_transform, crop_pct=self.crop_pct)
 
-    def training_sizes(self) -> list[int]:
-        """Every size a training batch can have (schedule and multi-scale included), ascending."""
-        return sorted({size for size, _ in self.training_batch_shapes()})
-
-    def _multiscale_sizes_at(self, size: int) -> list[int]:
-        """The multi-scale sizes around a scheduled ``size``: the default factors x ``size``, or the configured
-        ``multiscale_sizes`` scaled by ``size / image_size`` (rounded to multiples of 32)."""
-        if self.resolution_schedule is None or size == self.image_size:
-            return self.multiscale_sizes
-        if self._explicit_multiscale_sizes:
-            return sorted({scaled_image_size(s, size / self.image_size) for s in self.multiscale_sizes})
-        return default_multiscale_sizes(size)
-
     def set_train_image_size(self, size: int) -> None:
         """Train at ``size`` x ``size`` px from the next training loader on: the training loop decides it
         (:class:`mobilevit.callbacks.ResolutionScheduler`), this module only builds loaders for it.
@@ -287,14 +283,7 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         schedule's first size, else ``image_size``."""
         if self._train_image_size is not None:
             return self._train_image_size
-        return self.image_size if self.resolution_schedule is None else self.resolution_schedule.size_at(0.0)
-
-    def train_batch_size(self, size: int) -> int:
-        """Batch size at ``size``: ``batch_size`` x (image_size / size)^2 with a schedule whose batches keep their
-        pixels (``resolution_schedule_batch="pixels"``), else ``batch_size``."""
-        if self.resolution_schedule is None or self.resolution_schedule_batch == "fixed":
-            return self.batch_size
-        return scaled_batch_size(self.batch_size, self.image_size, size)
+        return self.size_plan.first_size()
 
     @property
     def reloads_train_dataloader(self) -> bool:
@@ -304,7 +293,7 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
 
     def cache_short_side(self) -> int:
         """Shorter side of cached images: twice the largest training size, at least the evaluation resize."""
-        return max(2 * max(self.training_sizes()), eval_resize_size(self.eval_image_size, self.crop_pct))
+        return max(2 * max(self.size_plan.sizes()), eval_resize_size(self.eval_image_size, self.crop_pct))
 
     def raw_dataset(self, split: str) -> Dataset:
         """Untransformed images of ``split`` (PIL, or uint8 tensors from the decoded-image cache), built once."""
@@ -380,7 +369,7 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         size = (self.train_size() if size is None else size) if is_train else self.eval_image_size
         dataset = self.dataset(split, size)
         shuffle = is_train if shuffle is None else shuffle
-        batch_size = self.train_batch_size(size) if is_train else self.batch_size
+        batch_size = self.size_plan.batch_size_at(size) if is_train else self.batch_size
         if is_train and self.resolution_schedule is not None:
             log.info("Training at %d px, batch size %d (data.resolution_schedule).", size, batch_size)
         collate = BatchTransformCollate(self.batch_transform) if is_train and self.batch_transform else None
@@ -405,7 +394,7 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
             )
         if is_train and self.multiscale:
             batch_sampler = MultiScaleBatchSampler(
-                sampler, self._multiscale_sizes_at(size), size, batch_size, seed=self.multiscale_seed
+                sampler, self.size_plan.multiscale_sizes_at(size), size, batch_size, seed=self.multiscale_seed
             )
             if batch_sampler.dropped:
                 log_dropped_batch(batch_sampler.dropped, batch_sampler.dropped_size, len(sampler), world_size)
@@ -421,35 +410,10 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
             **options,
         )
 
-    def training_batch_shapes(self) -> list[tuple[int, int]]:
-        """Every (image size, batch size) a full training batch can have: the resolution schedule's sizes with
-        their pixel-constant batches, each spread over the multi-scale sizes when ``multiscale`` is on."""
-        bases = self.resolution_schedule.sizes if self.resolution_schedule is not None else [self.image_size]
-        shapes = []
-        for base in bases:
-            batch = self.train_batch_size(base)
-            sizes = self._multiscale_sizes_at(base) if self.multiscale else [base]
-            shapes += [(size, scaled_batch_size(batch, base, size) if self.multiscale else batch) for size in sizes]
-        return sorted(set(shapes))
-
     def check_train_batch_sizes(self) -> None:
-        """Refuse (one :class:`UserInputError` naming the keys) a configured training batch that BatchNorm cannot
-        train on: ``data.batch_size`` at ``data.image_size``, or its scaled size at any multi-scale or scheduled
-        size."""
-        for size, batch in self.training_batch_shapes():
-            if trains_batchnorm(batch, size):
-                continue
-            scaled = self.multiscale or self.resolution_schedule is not None
-            where = f"batches of {batch} at {size} px" + (
-                f" (data.multiscale_sizes={self.multiscale_sizes}, data.resolution_schedule="
-                f"{None if self.resolution_schedule is None else self.resolution_schedule.milestones})"
-                if scaled else ""
-            )  # fmt: skip
-            raise UserInputError(
-                f"data.batch_size={self.batch_size} at data.image_size={self.image_size} trains on {where}: BatchNorm "
-                f"then has one value per channel (the last stage is 1x1 px). Use data.batch_size >= 2 or images "
-                f"larger than 32 px."
-            )
+        """Refuse a planned training batch that BatchNorm cannot train on (:meth:`TrainingSizePlan.check_batchnorm`:
+        one :class:`UserInputError` naming the keys), before any image is read."""
+        self.size_plan.check_batchnorm()
 
     def train_dataloader(self) -> DataLoader:
         """The training loader. With a resolution schedule Lightning asks for it every epoch; while the scheduled size
