@@ -4,7 +4,7 @@ Usage (from the repository root)::
 
     python benchmarks/model_choice.py --threads 2 --markdown model_choice.md
 
-Latency is :func:`mobilevit.run_summary.measure_latency_ms` (the run summary's own measurement: BatchNorm folded,
+Latency is :func:`mobilevit.inference.measure_latency_ms` (the run summary's own measurement: BatchNorm folded,
 channels-last, the fastest precision the hardware runs natively, median of 20 batch-1 forwards after 5 warm-ups) at
 each ``--sizes`` resolution. ImageNet top-1 is quoted from the papers (MobileViT v1, Table 1; MobileViT v2, Table 9,
 256 px), not measured here.
@@ -23,7 +23,7 @@ import torch
 
 from benchmarks.common import parse_int_list, pin_threads, positive_int, print_machine, write_markdown
 from mobilevit.models import create_model, list_models
-from mobilevit.run_summary import measure_latency_ms
+from mobilevit.inference import measure_latency_ms
 from mobilevit.utils.machine import machine_info
 
 # ImageNet-1k top-1 (%) reported by the papers for models trained at 256 px.

@@ -11,8 +11,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from torchmetrics.functional.classification import (
-    multiclass_accuracy,
     multiclass_confusion_matrix,
     multiclass_f1_score,
     multiclass_precision,
@@ -20,6 +21,20 @@ from torchmetrics.functional.classification import (
 )
 
 from mobilevit.errors import UserInputError
+
+
+def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
+    """Top-1 and top-k (k = min(5, num_classes)) accuracy and macro F1, keyed ``{prefix}acc`` etc."""
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes=num_classes, top_k=1, average="micro"),
+            "acc_top5": MulticlassAccuracy(num_classes=num_classes, top_k=min(5, num_classes), average="micro"),
+            "f1": MulticlassF1Score(num_classes=num_classes, average="macro"),
+        },
+        prefix=prefix,
+        # Off: sharing states between metrics ("compute groups") mis-merged top-5 accuracy and macro F1.
+        compute_groups=False,
+    )
 
 
 @dataclass
@@ -60,11 +75,13 @@ def split_metrics(logits: torch.Tensor, targets: torch.Tensor, class_names: list
     def per_class(fn: Any) -> list[float]:
         return fn(logits, targets, num_classes=num_classes, average="none").tolist()
 
+    summary = classification_metrics(num_classes, "")(logits, targets)  # the numbers training logs, over the split
+
     return SplitMetrics(
-        top1=multiclass_accuracy(logits, targets, num_classes=num_classes, average="micro").item(),
-        top5=multiclass_accuracy(logits, targets, num_classes=num_classes, top_k=top_k, average="micro").item(),
+        top1=summary["acc"].item(),
+        top5=summary["acc_top5"].item(),
         top_k=top_k,
-        macro_f1=multiclass_f1_score(logits, targets, num_classes=num_classes, average="macro").item(),
+        macro_f1=summary["f1"].item(),
         loss=F.cross_entropy(logits, targets).item(),
         num_images=int(targets.numel()),
         class_names=list(class_names),

@@ -13,9 +13,10 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from mobilevit.errors import UserInputError, require_positive
+from mobilevit.inference import hflip_tta_logits
+from mobilevit.metrics import classification_metrics
 from mobilevit.utils.budget import training_progress
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -57,30 +58,6 @@ def soft_target_cross_entropy(
 def hard_targets(targets: torch.Tensor) -> torch.Tensor:
     """Class indices of index (B,) or probability (B, C) targets (the most likely class of a mixed image)."""
     return targets.argmax(dim=1) if targets.ndim == 2 else targets
-
-
-def hflip_tta_logits(net: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Flip test-time augmentation: float32 log-probabilities (B, C) whose softmax is the mean of the class
-    probabilities of ``images`` (B, 3, H, W) and of their horizontal mirrors (FFCV's and timm's flip TTA).
-
-    Log-probabilities are valid logits: argmax, softmax and cross-entropy treat them like the network's own.
-    """
-    probabilities = net(images).float().softmax(dim=1) + net(images.flip(-1)).float().softmax(dim=1)
-    return (probabilities / 2).clamp_min(torch.finfo(torch.float32).tiny).log()
-
-
-def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
-    """Top-1 and top-k (k = min(5, num_classes)) accuracy and macro F1, keyed ``{prefix}acc`` etc."""
-    return MetricCollection(
-        {
-            "acc": MulticlassAccuracy(num_classes=num_classes, top_k=1, average="micro"),
-            "acc_top5": MulticlassAccuracy(num_classes=num_classes, top_k=min(5, num_classes), average="micro"),
-            "f1": MulticlassF1Score(num_classes=num_classes, average="macro"),
-        },
-        prefix=prefix,
-        # Off: sharing states between metrics ("compute groups") mis-merged top-5 accuracy and macro F1.
-        compute_groups=False,
-    )
 
 
 def weight_decay_param_groups(

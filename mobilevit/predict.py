@@ -39,7 +39,7 @@ from mobilevit.data.images import (
 )
 from mobilevit.errors import UserInputError, require_int
 from mobilevit.export.runtime import is_artifact, load_artifact
-from mobilevit.module import hflip_tta_logits
+from mobilevit.inference import hflip_tta_logits
 from mobilevit.utils import (
     display_path,
     exit_on_user_error,

@@ -16,27 +16,12 @@ from torch import nn
 
 from mobilevit.data.resolution import ResolutionSchedule
 from mobilevit.data.transforms import Preprocessing
-from mobilevit.models import fuse_batchnorm
 from mobilevit.utils.machine import machine_info
 from mobilevit.utils.validation import DEFAULT_TEST_WEIGHTS
-from mobilevit.utils.precision import AUTOCAST_DTYPES, autocast_dtype
-from mobilevit.utils.timing import median, synchronizer, time_repeats
+from mobilevit.utils.precision import AUTOCAST_DTYPES
+from mobilevit.inference import measure_latency_ms
 
 SUMMARY_FILE = "summary.json"
-
-
-@torch.inference_mode()
-def measure_latency_ms(
-    net: nn.Module, image_size: int, device: torch.device, precision: str = "auto", repeats: int = 20
-) -> float:
-    """Median batch-1 forward time (ms) of ``net`` on the inference path (fused BN, channels-last) in ``precision``
-    (a Lightning precision; ``auto``: the fastest the device runs natively)."""
-    fused = fuse_batchnorm(net).to(device=device, memory_format=torch.channels_last).eval()
-    image = torch.randn(1, 3, image_size, image_size, device=device).contiguous(memory_format=torch.channels_last)
-    dtype = autocast_dtype(precision, device.type)
-    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-        times = time_repeats(lambda: fused(image), repeats, warmup=5, synchronize=synchronizer(device))
-    return 1000.0 * median(times)
 
 
 def _protocol(data_cfg: dict[str, Any]) -> str:

@@ -12,7 +12,8 @@ from torch import nn
 
 from conftest import FAST_TRAIN, TINY_SYNTHETIC, compose_config
 from evaluate import evaluate
-from mobilevit.module import ImageClassifier, hflip_tta_logits
+from mobilevit.inference import hflip_tta_logits
+from mobilevit.module import ImageClassifier
 from mobilevit.predict import Classifier
 from train import train
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_SYNTHETIC
 from torch.utils.data import DistributedSampler
 
 from mobilevit.data import MultiScaleBatchSampler, SyntheticDataModule, base

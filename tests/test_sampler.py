@@ -14,7 +14,6 @@ from lightning.pytorch import Callback
 from torch.utils.data import DistributedSampler
 
 from mobilevit.data import (
-    Augmentation,
     MultiScaleBatchSampler,
     MultiScaleDataset,
     SyntheticDataModule,

@@ -103,12 +103,10 @@ def test_slurm_launcher_composes(launcher: str, make_cfg) -> None:
 
 # ----------------------------------------------------------------------------- the Optuna 5 sweeper plugin
 
-import math  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
 import time  # noqa: E402
 import zipfile  # noqa: E402
-from datetime import datetime  # noqa: E402
 
 import lightning as L  # noqa: E402
 import optuna  # noqa: E402

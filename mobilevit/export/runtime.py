@@ -13,6 +13,7 @@ import torch
 from mobilevit.data.transforms import Preprocessing
 from mobilevit.errors import UserInputError
 from mobilevit.export.sidecar import preprocessing_of, read_sidecar
+from mobilevit.inference import hflip_tta_logits
 
 if TYPE_CHECKING:
     import lightning as L
@@ -135,9 +136,7 @@ def artifact_logits(
     artifact: Artifact, dataloader: DataLoader, hflip_tta: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits (N, C) float32, targets (N,)) of every batch of ``dataloader`` run through the artifact's runtime
-    (flip-averaged log-probabilities with ``hflip_tta``, as :func:`mobilevit.module.hflip_tta_logits`)."""
-    from mobilevit.module import hflip_tta_logits
-
+    (flip-averaged log-probabilities with ``hflip_tta``, as :func:`mobilevit.inference.hflip_tta_logits`)."""
     logits, targets = [], []
     for images, labels in dataloader:
         logits.append(hflip_tta_logits(artifact, images) if hflip_tta else artifact(images))
