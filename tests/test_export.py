@@ -121,6 +121,20 @@ def test_executorch_fp32_and_int8_are_delegated_to_xnnpack(name: str, checkpoint
     assert int8.stat().st_size < 0.5 * fp32.stat().st_size
 
 
+def test_xnnpack_calibration_methods_choose_the_activation_observer() -> None:
+    """``minmax`` (the default) observes activations with MinMaxObserver; ``histogram`` keeps the XNNPACK quantizer's
+    own HistogramObserver (much slower to calibrate); weights stay per-channel min/max either way."""
+    from torchao.quantization.pt2e import HistogramObserver, MinMaxObserver, PerChannelMinMaxObserver
+
+    from mobilevit.export.executorch import xnnpack_quantizer
+
+    for method, observer in (("minmax", MinMaxObserver), ("histogram", HistogramObserver)):
+        config = xnnpack_quantizer(method).global_config
+        for spec in (config.input_activation, config.output_activation):
+            assert type(spec.observer_or_fake_quant_ctr()) is observer and spec.dtype == torch.int8
+        assert type(config.weight.observer_or_fake_quant_ctr()) is PerChannelMinMaxObserver
+
+
 def test_calibration_reads_the_training_split_through_the_eval_transform(checkpoints) -> None:
     weights = read_trained(checkpoints["mobilevit_xxs"])
     images = calibration.calibration_images(weights, 1000)
@@ -192,6 +206,14 @@ def test_bad_inputs_give_one_line_and_exit_2(checkpoints, tmp_path: Path, capsys
     err = _one_line_exit_2(capsys, ckpt, "--format", "executorch")
     assert "pip install 'mobilevit[executorch]'" in err
     monkeypatch.undo()
+
+    # Calibration methods and --float-ops per format: refused before anything is built.
+    err = _one_line_exit_2(capsys, ckpt, "--quantize", "int8", "--calibration-method", "histogram")
+    assert "--calibration-method for --format onnx must be one of ['minmax', 'percentile', 'entropy']" in err
+    err = _one_line_exit_2(capsys, ckpt, "--format", "executorch", "--quantize", "int8", "--calibration-method", "entropy")
+    assert "--calibration-method for --format executorch must be one of ['minmax', 'histogram']" in err
+    err = _one_line_exit_2(capsys, ckpt, "--format", "executorch", "--quantize", "int8", "--float-ops", "softmax")
+    assert "--float-ops applies to --format onnx only" in err
 
     monkeypatch.setattr(SyntheticDataModule, "raw_dataset", lambda self, split: [])
     err = _one_line_exit_2(capsys, ckpt, "--quantize", "int8", "--output", str(tmp_path / "q.onnx"))

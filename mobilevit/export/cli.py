@@ -11,8 +11,9 @@ from typing import NoReturn
 import torch
 
 from mobilevit.data.transforms import check_image_size
-from mobilevit.errors import UserInputError, require_int
+from mobilevit.errors import UserInputError, require_choice, require_int
 from mobilevit.export import calibration, onnx as onnx_export
+from mobilevit.export.executorch import PT2E_CALIBRATION_METHODS
 from mobilevit.export.runtime import EXTRAS, load_artifact, require_extra
 from mobilevit.export.sidecar import sidecar_record, write_sidecar
 from mobilevit.models import list_models, read_weights
@@ -26,6 +27,7 @@ DYNAMIC_SIZE_REFUSAL = (
     "so one graph cannot serve every H x W; export one file per size with --image-size H W."
 )
 SUFFIXES = {"onnx": ".onnx", "executorch": ".pte"}
+CALIBRATION_METHODS = {"onnx": onnx_export.CALIBRATION_METHODS, "executorch": PT2E_CALIBRATION_METHODS}
 QUANTIZATIONS = ("int8",)
 
 
@@ -54,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     calib = parser.add_argument_group("int8 calibration (training split of the checkpoint's dataset)")
     calib.add_argument("--calibration-images", type=int, default=calibration.DEFAULT_CALIBRATION_IMAGES)
     calib.add_argument(
-        "--calibration-method", default="minmax", choices=onnx_export.CALIBRATION_METHODS,
-        help="activation ranges (ONNX Runtime; XNNPACK's PT2E observers use min/max)",
+        "--calibration-method", default="minmax", choices=list(dict.fromkeys(m for methods in CALIBRATION_METHODS.values() for m in methods)),
+        help="activation ranges: minmax (both formats), percentile or entropy (onnx), histogram (executorch)",
     )  # fmt: skip
     calib.add_argument(
         "--float-ops", nargs="*", default=[], choices=list(onnx_export.FLOAT_OP_GROUPS),
@@ -87,6 +89,13 @@ def export(args: argparse.Namespace) -> Path:
     """Write the artifact and its sidecar that ``args`` ask for; return the artifact's path."""
     if args.dynamic_size:
         raise UserInputError(DYNAMIC_SIZE_REFUSAL)
+    key = f"--calibration-method for --format {args.format}"
+    require_choice(args.calibration_method, key, CALIBRATION_METHODS[args.format])
+    if args.float_ops and args.format != "onnx":
+        raise UserInputError(
+            "--float-ops applies to --format onnx only: XNNPACK's quantizer keeps softmax, LayerNorm/GroupNorm and "
+            "the attention matmuls in float by design."
+        )
     require_extra(*EXTRAS[args.format])
     if args.format == "onnx":
         require_extra("onnxscript", "export")
@@ -116,9 +125,9 @@ def export(args: argparse.Namespace) -> Path:
     else:
         from mobilevit.export.executorch import MAX_BATCH, export_executorch
 
-        delegation = export_executorch(model, output, size, images)
+        delegation = export_executorch(model, output, size, images, args.calibration_method)
         if images is not None:
-            quantization = {"scheme": "int8", "runtime": "xnnpack", "method": "minmax"}
+            quantization = {"scheme": "int8", "runtime": "xnnpack", "method": args.calibration_method}
         outside = ", ".join(f"{name} x{count}" for name, count in sorted(delegation.outside.items())) or "none"
         print(f"XNNPACK delegate: {sum(delegation.delegated.values())} operators; outside it: {outside}")
         batch = str(MAX_BATCH)

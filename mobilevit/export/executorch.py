@@ -3,12 +3,14 @@ XNNPACK quantizer: int8 per-channel symmetric weights, int8 activations), and wh
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from mobilevit.errors import require_choice
 from mobilevit.export.runtime import require_extra
 
 MAX_BATCH = 1  # the program takes one image per call (runtime.PTE_MAX_BATCH)
@@ -42,16 +44,44 @@ def _exported(model: nn.Module, image_size: tuple[int, int]) -> torch.export.Exp
     return torch.export.export(model, (torch.rand(MAX_BATCH, 3, *image_size),))
 
 
-def quantize_pt2e(model: nn.Module, image_size: tuple[int, int], images: torch.Tensor) -> nn.Module:
-    """``model`` quantized for XNNPACK with PT2E: calibrated on ``images`` (N, 3, H, W), converted (Q/DQ nodes)."""
+# Activation ranges of PT2E calibration: ``minmax`` (MinMaxObserver: the running min and max) or ``histogram``
+# (HistogramObserver, XNNPACKQuantizer's own default: the range that minimises the L2 quantization error of a
+# histogram of the activations; it re-bins the histogram on every call, so calibration is much slower).
+PT2E_CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "histogram")
+
+
+def xnnpack_quantizer(method: str = "minmax"):  # noqa: ANN201 - executorch's XNNPACKQuantizer
+    """XNNPACK's int8 configuration: per-channel symmetric int8 weights, per-tensor int8 activations whose ranges
+    ``method`` (one of :data:`PT2E_CALIBRATION_METHODS`) calibrates.
+
+    Raises:
+        UserInputError: an unknown ``method`` (one line naming the choices).
+    """
+    require_choice(method, "--calibration-method for --format executorch", PT2E_CALIBRATION_METHODS)
     require_extra("executorch", "executorch")
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
     )
+    from torchao.quantization.pt2e import MinMaxObserver
+
+    config = get_symmetric_quantization_config(is_per_channel=True)  # HistogramObserver for activations
+    if method == "minmax":
+        activation = dataclasses.replace(
+            config.input_activation, observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12)
+        )
+        config = dataclasses.replace(config, input_activation=activation, output_activation=activation)
+    return XNNPACKQuantizer().set_global(config)
+
+
+def quantize_pt2e(
+    model: nn.Module, image_size: tuple[int, int], images: torch.Tensor, method: str = "minmax"
+) -> nn.Module:
+    """``model`` quantized for XNNPACK with PT2E: calibrated on ``images`` (N, 3, H, W) with the activation ranges
+    of ``method`` (:func:`xnnpack_quantizer`), converted (Q/DQ nodes)."""
+    quantizer = xnnpack_quantizer(method)
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
     prepared = prepare_pt2e(_exported(_export_ready(model), image_size).module(), quantizer)
     with torch.no_grad():
         for batch in images.split(MAX_BATCH):  # the captured graph has the static batch of the program
@@ -60,17 +90,22 @@ def quantize_pt2e(model: nn.Module, image_size: tuple[int, int], images: torch.T
 
 
 def export_executorch(
-    model: nn.Module, output: str | Path, image_size: tuple[int, int], images: torch.Tensor | None = None
+    model: nn.Module,
+    output: str | Path,
+    image_size: tuple[int, int],
+    images: torch.Tensor | None = None,
+    method: str = "minmax",
 ) -> Delegation:
-    """Write ``model`` as an ExecuTorch program lowered to XNNPACK (int8 when calibration ``images`` are given);
-    input (N ≤ :data:`MAX_BATCH`, 3, H, W) float32, output logits. Returns the delegation counts."""
+    """Write ``model`` as an ExecuTorch program lowered to XNNPACK (int8 when calibration ``images`` are given, with
+    the activation ranges of ``method``); input (N ≤ :data:`MAX_BATCH`, 3, H, W) float32, output logits. Returns the
+    delegation counts."""
     require_extra("executorch", "executorch")
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
     model = _export_ready(model)
     if images is not None:
-        model = quantize_pt2e(model, image_size, images)
+        model = quantize_pt2e(model, image_size, images, method)
     program = _exported(model, image_size)
     tensors = [*program.state_dict.values(), *program.constants.values()]
     int8_weights = sum(isinstance(t, torch.Tensor) and t.dtype == torch.int8 for t in tensors)
