@@ -220,9 +220,10 @@ def test_bad_inputs_give_one_line_and_exit_2(checkpoints, tmp_path: Path, capsys
     # Calibration methods and --float-ops per format: refused before anything is built.
     err = _one_line_exit_2(capsys, ckpt, "--quantize", "int8", "--calibration-method", "histogram")
     assert "--calibration-method for --format onnx must be one of ['minmax', 'percentile', 'entropy']" in err
-    err = _one_line_exit_2(capsys, ckpt, "--format", "executorch", "--quantize", "int8", "--calibration-method", "entropy")
+    pte_int8 = ("--format", "executorch", "--quantize", "int8")
+    err = _one_line_exit_2(capsys, ckpt, *pte_int8, "--calibration-method", "entropy")
     assert "--calibration-method for --format executorch must be one of ['minmax', 'histogram']" in err
-    err = _one_line_exit_2(capsys, ckpt, "--format", "executorch", "--quantize", "int8", "--float-ops", "softmax")
+    err = _one_line_exit_2(capsys, ckpt, *pte_int8, "--float-ops", "softmax")
     assert "--float-ops applies to --format onnx only" in err
 
     monkeypatch.setattr(SyntheticDataModule, "raw_dataset", lambda self, split: [])

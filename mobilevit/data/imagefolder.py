@@ -9,7 +9,14 @@ from typing import Any
 from torchvision.datasets import ImageFolder
 
 from mobilevit.data.base import SPLITS, ImageClassificationDataModule, Transform, _log_warning
-from mobilevit.data.images import IMAGE_EXTENSIONS, file_listing, is_image_file, load_image, non_image_files, require_utf8_names
+from mobilevit.data.images import (
+    IMAGE_EXTENSIONS,
+    file_listing,
+    is_image_file,
+    load_image,
+    non_image_files,
+    require_utf8_names,
+)
 from mobilevit.errors import UserInputError
 
 EXTENSIONS: tuple[str, ...] = tuple(sorted(IMAGE_EXTENSIONS))

@@ -28,6 +28,7 @@ DYNAMIC_SIZE_REFUSAL = (
 )
 SUFFIXES = {"onnx": ".onnx", "executorch": ".pte"}
 CALIBRATION_METHODS = {"onnx": onnx_export.CALIBRATION_METHODS, "executorch": PT2E_CALIBRATION_METHODS}
+ALL_CALIBRATION_METHODS = list(dict.fromkeys(method for methods in CALIBRATION_METHODS.values() for method in methods))
 QUANTIZATIONS = ("int8",)
 
 
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     calib = parser.add_argument_group("int8 calibration (training split of the checkpoint's dataset)")
     calib.add_argument("--calibration-images", type=int, default=calibration.DEFAULT_CALIBRATION_IMAGES)
     calib.add_argument(
-        "--calibration-method", default="minmax", choices=list(dict.fromkeys(m for methods in CALIBRATION_METHODS.values() for m in methods)),
+        "--calibration-method", default="minmax", choices=ALL_CALIBRATION_METHODS,
         help="activation ranges: minmax (both formats), percentile or entropy (onnx), histogram (executorch)",
     )  # fmt: skip
     calib.add_argument(
