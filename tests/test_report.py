@@ -10,7 +10,7 @@ import torch
 from conftest import FAST_TRAIN, ROOT, TINY_SYNTHETIC
 from PIL import Image
 
-from mobilevit import run_summary
+from mobilevit import inference, run_summary
 from mobilevit.errors import UserInputError
 from mobilevit.models import create_model
 from mobilevit.report import (
@@ -102,7 +102,7 @@ def test_summary_latency_is_timed_in_the_runs_precision(
     precision: str, timed_in: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     asked = []
-    monkeypatch.setattr(run_summary, "autocast_dtype", lambda p, device_type: asked.append(p))
+    monkeypatch.setattr(inference, "autocast_dtype", lambda p, device_type: asked.append(p))
     run_cfg = {"data": {"image_size": 32}, "model": {"name": "mobilevit_xxs"}, "trainer": {"precision": precision}}
     net = create_model("mobilevit_xxs", num_classes=3)
     path = run_summary.write_run_summary(tmp_path, run_cfg, {}, net, 1, 1.0, torch.device("cpu"), None)

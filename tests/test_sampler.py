@@ -19,6 +19,7 @@ from mobilevit.data import (
     SyntheticDataModule,
     basic_augmentation,
 )
+from mobilevit.data import base as data_base
 from mobilevit.data.sampler import default_multiscale_sizes, resolve_multiscale_sizes, scaled_batch_size
 from mobilevit.errors import UserInputError
 from train import train
@@ -113,14 +114,15 @@ def test_datamodule_multiscale_loaders(tmp_path: Path) -> None:
 
 
 def test_eval_loaders_sharded_by_the_datamodule_under_ddp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Lightning's sampler injection is off with multi-scale: the module shards val/test itself (unshuffled)."""
+    """The data module shards val/test itself (unshuffled), from torch.distributed's place (Lightning's sampler
+    injection is off)."""
     seen = []
     for rank in (0, 1):
         dm = SyntheticDataModule(
             tmp_path / "synthetic", num_classes=2, train_per_class=4, val_per_class=5, test_per_class=2,
             source_size=32, image_size=32, batch_size=4, multiscale=True,
         )  # fmt: skip
-        monkeypatch.setattr(dm, "replicas", lambda rank=rank: (2, rank))
+        monkeypatch.setattr(data_base, "distributed_replicas", lambda rank=rank: (2, rank))
         loader = dm.val_dataloader()
         assert isinstance(loader.sampler, DistributedSampler) and not loader.sampler.shuffle
         assert (loader.sampler.num_replicas, loader.sampler.rank) == (2, rank)
