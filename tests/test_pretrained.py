@@ -26,7 +26,7 @@ from mobilevit.data.transforms import Preprocessing
 from mobilevit.errors import UserInputError
 from mobilevit.models import create_model, read_weights, to_our_layout
 from mobilevit.models.layouts import detect_layout, infer_variant
-from mobilevit.models.pretrained import imagenet_hub_id
+from mobilevit.models.hub import imagenet_hub_id
 from test_models import randomize_batchnorm
 
 # Variants and their transformers configs (the values of transformers' ml-cvnets conversion scripts).
