@@ -15,9 +15,15 @@ from mobilevit.module import ImageClassifier
 
 # What a checkpoint's stored run config may name: evaluate.py builds its data module with hydra.utils.instantiate,
 # so a crafted file (plain containers pass weights_only=True) must not be able to name any other callable. The
-# network is built from its variant name alone; a model _target_ naming other code is refused all the same.
+# network is built from its variant name alone; a model _target_ naming other code is refused all the same. The
+# factory's module path is allowed too, and so are the modules that defined create_model before (registry, pretrained).
 MODEL_TARGETS: frozenset[str] = frozenset(
-    {"mobilevit.models.create_model", "mobilevit.models.registry.create_model", "mobilevit.models.pretrained.create_model"}
+    {
+        "mobilevit.models.create_model",
+        "mobilevit.models.factory.create_model",
+        "mobilevit.models.registry.create_model",
+        "mobilevit.models.pretrained.create_model",
+    }
 )
 
 

@@ -123,7 +123,7 @@ def test_every_torch_load_uses_weights_only() -> None:
 
 
 # Network access in the source tree: only the Flowers-102 download through torchvision, and huggingface_hub's download of
-# the weights a user names (mobilevit/models/pretrained.py: download_from_hub).
+# the weights a user names (mobilevit/models/hub.py: download_from_hub).
 NETWORK = re.compile(
     r"\b(urllib|requests|httpx|aiohttp|http\.client|socket|urlopen|urlretrieve|torch\.hub|download_url|"
     r"download_and_extract_archive|load_state_dict_from_url|hf_hub_download|huggingface_hub|from_pretrained|"
@@ -136,16 +136,16 @@ ALLOWED = {
     ),
     ("mobilevit/data/flowers102.py", 'Flowers102(str(self.root), split="train", download=True)'),
     (
-        "mobilevit/models/pretrained.py",
-        "- ``hf-hub:<repo_id>``: a Hugging Face Hub repository, downloaded with ``huggingface_hub`` into its usual cache",
+        "mobilevit/models/hub.py",
+        "downloaded with ``huggingface_hub`` into its usual cache (offline, ``HF_HUB_OFFLINE=1``, the cached copy is used).",
     ),
-    ("mobilevit/models/pretrained.py", "from huggingface_hub import hf_hub_download"),
+    ("mobilevit/models/hub.py", "from huggingface_hub import hf_hub_download"),
     (
-        "mobilevit/models/pretrained.py",
+        "mobilevit/models/hub.py",
         "from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError",
     ),
-    ("mobilevit/models/pretrained.py", "folder = Path(hf_hub_download(repo_id, filename)).parent"),
-    ("mobilevit/models/pretrained.py", "hf_hub_download(repo_id, filename)"),
+    ("mobilevit/models/hub.py", "folder = Path(hf_hub_download(repo_id, filename)).parent"),
+    ("mobilevit/models/hub.py", "hf_hub_download(repo_id, filename)"),
 }
 
 

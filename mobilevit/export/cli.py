@@ -17,7 +17,7 @@ from mobilevit.export.executorch import PT2E_CALIBRATION_METHODS
 from mobilevit.export.runtime import EXTRAS, load_artifact, require_extra
 from mobilevit.export.sidecar import sidecar_record, write_sidecar
 from mobilevit.models import list_models, read_weights
-from mobilevit.models.pretrained import HUB_PREFIX, IMAGENET
+from mobilevit.models.hub import HUB_PREFIX, IMAGENET
 
 # Why H/W stay static: each MobileViT block resizes a feature map whose side is odd, decided per input size while
 # tracing; a graph with traced-dynamic H/W ran at other sizes but differed from PyTorch by 2.5e-3 to 2.7e-2

@@ -1,19 +1,19 @@
-"""Pretrained weights from wherever users keep them, as one typed record that knows its preprocessing.
+"""Pretrained weights as one typed record that knows its preprocessing: reading, recognising and loading them.
 
-:func:`read_weights` is the one reader of weights. It accepts
+:func:`read_weights` is the one reader of weights. It accepts any source :func:`mobilevit.models.hub.resolve_source`
+resolves (``hf-hub:<repo_id>``, ``imagenet`` or a local path; the Hub download is :mod:`mobilevit.models.hub`'s) and
+reads
 
-- ``hf-hub:<repo_id>``: a Hugging Face Hub repository, downloaded with ``huggingface_hub`` into its usual cache
-  (offline, ``HF_HUB_OFFLINE=1``, the cached copy is used), e.g. ``hf-hub:timm/mobilevit_xs.cvnets_in1k``
-  or ``hf-hub:apple/mobilevit-small``;
-- ``imagenet``: the variant's ImageNet-1k weights (timm's ``<variant>.cvnets_in1k`` on the Hub);
-- a file (.pth/.pt/.bin/.ckpt/.safetensors) or a folder holding ``model.safetensors``/``pytorch_model.bin`` and
-  ``config.json`` (a transformers ``save_pretrained`` folder or a Hub snapshot).
+- a file (.pth/.pt/.bin/.ckpt/.safetensors), or
+- a folder holding ``model.safetensors``/``pytorch_model.bin`` and ``config.json`` (a transformers
+  ``save_pretrained`` folder or a Hub snapshot).
 
 Keys in our, timm's, transformers' or ml-cvnets' layout are detected (:mod:`mobilevit.models.layouts`), under any
 chain of ``module.``/``model.``/``net.``/``_orig_mod.`` prefixes and inside ``state_dict``/``model``/
 ``model_state_dict``/``state_dict_ema``/``model_ema`` containers (EMA weights preferred). Files are read with
-``torch.load(weights_only=True)``; the only class it may rebuild is ``argparse.Namespace`` (timm saves its
-arguments in checkpoints).
+``torch.load(weights_only=True)`` (:func:`safe_torch_load`, also the reader of train.py checkpoints); the only class
+it may rebuild is ``argparse.Namespace`` (timm saves its arguments in checkpoints). :func:`load_pretrained` loads
+the record into a network; :func:`mobilevit.models.factory.create_model` builds a network with it.
 """
 
 from __future__ import annotations
@@ -35,15 +35,13 @@ from mobilevit.data.transforms import Preprocessing
 from mobilevit.errors import UserInputError
 from mobilevit.models.base import MobileViTClassifier
 from mobilevit.models.fuse import fuse_batchnorm
+from mobilevit.models.hub import HUB_PREFIX, HUB_WEIGHT_FILES, resolve_source
 from mobilevit.models.layouts import detect_layout, fold_bgr_into_stem, infer_variant, to_our_layout
 from mobilevit.models.registry import build_model, list_models
 
 log = logging.getLogger(__name__)
 
-HUB_PREFIX = "hf-hub:"
-IMAGENET = "imagenet"
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
-HUB_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # the first one found is used
 EMA_CONTAINERS = ("state_dict_ema", "model_ema")
 CONTAINERS = ("state_dict", "model", "model_state_dict")
 PREFIXES = ("module.", "model.", "net.", "_orig_mod.")
@@ -61,11 +59,6 @@ DEFAULT_PREPROCESSING: dict[str, Preprocessing] = {
     "cvnets": Preprocessing(crop_pct=256 / 288, interpolation="bilinear", channel_order="BGR"),
 }
 PIL_RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}  # transformers' preprocessor_config "resample"
-
-
-def imagenet_hub_id(variant: str) -> str:
-    """The Hub repository of ``variant``'s ImageNet-1k weights (timm's port of Apple's ml-cvnets weights)."""
-    return f"timm/{variant}.cvnets_in1k"
 
 
 @dataclass(frozen=True, eq=False)
@@ -182,51 +175,6 @@ def _read_json(path: Path | None) -> dict[str, Any]:
     return json.loads(path.read_text()) if path is not None and path.is_file() else {}
 
 
-# ----------------------------------------------------------------------------- the Hub
-
-
-def _offline_message(repo_id: str, files: list[str]) -> str:
-    return (
-        f"model.pretrained=hf-hub:{repo_id}: {' / '.join(files)} is not in the Hugging Face cache and the Hub "
-        f"cannot be reached (offline or HF_HUB_OFFLINE=1). Download it once with network access "
-        f"(`hf download {repo_id} {files[0]} config.json`), or pass a local file: model.pretrained=/path/to/{files[0]}."
-    )
-
-
-def download_from_hub(repo_id: str) -> Path:
-    """Fetch a Hub repository's weights (the first of :data:`HUB_WEIGHT_FILES` it has) and its JSON configs into
-    the Hugging Face cache; return the snapshot folder. Offline, the cached files are used."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
-
-    not_cached = []
-    for filename in HUB_WEIGHT_FILES:
-        try:
-            folder = Path(hf_hub_download(repo_id, filename)).parent
-            break
-        except LocalEntryNotFoundError:  # offline (or unreachable) and not cached
-            not_cached.append(filename)
-        except EntryNotFoundError:  # the repository has no such file
-            continue
-        except RepositoryNotFoundError:
-            raise UserInputError(
-                f"model.pretrained=hf-hub:{repo_id}: no such repository on the Hugging Face Hub "
-                "(or it is private or gated: log in with `hf auth login`)."
-            ) from None
-        except ValueError as exc:  # invalid repo id
-            raise UserInputError(f"model.pretrained=hf-hub:{repo_id}: {exc}") from None
-    else:
-        if not_cached:
-            raise UserInputError(_offline_message(repo_id, not_cached))
-        raise UserInputError(f"model.pretrained=hf-hub:{repo_id}: the repository has none of {HUB_WEIGHT_FILES}.")
-    for filename in ("config.json", "preprocessor_config.json"):  # optional: class names and preprocessing
-        try:
-            hf_hub_download(repo_id, filename)
-        except EntryNotFoundError:
-            pass
-    return folder
-
-
 # ----------------------------------------------------------------------------- the record
 
 
@@ -268,18 +216,6 @@ def _class_names(config: dict[str, Any], hparams: dict[str, Any]) -> tuple[str, 
     return tuple(map(str, names)) if names else None
 
 
-def _resolve(source: str | Path, variant: str | None) -> tuple[str, Path]:
-    """(display name, local path) of a source; downloads hub ids."""
-    text = str(source)
-    if text == IMAGENET:
-        if variant is None:
-            raise UserInputError("model.pretrained=imagenet needs the model variant (model.name / --model).")
-        text = HUB_PREFIX + imagenet_hub_id(variant)
-    if text.startswith(HUB_PREFIX):
-        return text, download_from_hub(text.removeprefix(HUB_PREFIX))
-    return text, Path(text).expanduser()
-
-
 def _weights_file(path: Path, name: str) -> Path:
     if path.is_dir():
         found = next((path / file for file in HUB_WEIGHT_FILES if (path / file).is_file()), None)
@@ -303,7 +239,7 @@ def read_weights(source: str | Path, variant: str | None = None) -> Weights:
         UserInputError: one line naming the source and the problem (missing, offline and not cached, pickled
             objects, no MobileViT weights in a known layout, another variant).
     """
-    name, path = _resolve(source, variant)
+    name, path = resolve_source(source, variant)
     file = _weights_file(path, name)
     if file.suffix == ".safetensors":
         from safetensors.torch import load_file
@@ -414,25 +350,3 @@ def load_pretrained(
     model.load_state_dict(state, strict=not own_head)
     log.info("Loaded weights from %s", weights.source)
     return weights
-
-
-def create_model(
-    name: str,
-    num_classes: int = 1000,
-    pretrained: str | Path | None = None,
-    drop_rate: float = 0.0,
-    drop_path_rate: float = 0.0,
-    class_names: Sequence[str] | None = None,
-) -> MobileViTClassifier:
-    """Build variant ``name`` with a ``num_classes`` head, optionally loading weights from ``pretrained``.
-
-    ``pretrained`` is ``imagenet``, ``hf-hub:<repo_id>``, or a file/folder in our, timm's, transformers' or
-    ml-cvnets' layout (see :func:`read_weights`); a head of another size is re-initialised. ``drop_rate`` is the
-    dropout before the classifier and ``drop_path_rate`` the largest stochastic-depth rate, reached linearly by
-    the last transformer layer. ``class_names``: the data's classes in label order; pretrained weights stored with
-    other class names get a new head (see :func:`load_pretrained`).
-    """
-    model = build_model(name, num_classes, drop_rate, drop_path_rate)
-    if pretrained:
-        load_pretrained(model, pretrained, variant=name, class_names=class_names)
-    return model

@@ -1,4 +1,5 @@
-"""Named variants of the zoo: ``build_model`` and ``list_models`` (weights: :mod:`mobilevit.models.pretrained`)."""
+"""Named variants of the zoo: ``build_model`` and ``list_models`` (weights: :mod:`mobilevit.models.pretrained`; a
+variant with weights: :mod:`mobilevit.models.factory`)."""
 
 from __future__ import annotations
 
