@@ -1,16 +1,20 @@
 """mobilevit/data/flowers102.py: the Flowers-102 data module without the files, with a failed or a mocked download,
-and on the real copy (the split protocols are in test_splits.py)."""
+on the real copy, and on a small look-alike copy with a rotated and a truncated image (scanned and read like every
+dataset). The split protocols are in test_splits.py."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torchvision.datasets.flowers102 as tv_flowers102
-from conftest import FLOWERS_ROOT
+from conftest import FLOWERS_ROOT, upright_image
+from PIL import Image
 
-from mobilevit.data import FLOWERS102_CLASSES, Flowers102DataModule
+from mobilevit.data import FLOWERS102_CLASSES, Flowers102DataModule, load_image
 from mobilevit.errors import UserInputError
 
 SHARED_FLOWERS = FLOWERS_ROOT
@@ -102,3 +106,53 @@ def test_flowers102_mocked_download_lands_in_the_documented_layout(tmp_path: Pat
     assert len(dm.dataset("train")) == 3 and len(dm.dataset("val")) == 2
     dm.prepare_data()  # present now: nothing downloaded again
     assert len(requested) == 3
+
+
+# -- read and scanned like every dataset (test_reliability_images.py tests the image folder) --
+
+
+@pytest.fixture
+def flowers_copy(tmp_path: Path) -> Path:
+    """A 6-image Flowers-102 look-alike (official split 3/2/1) whose image 1 is EXIF-rotated and image 3 truncated."""
+    from scipy.io import savemat
+
+    base = tmp_path / "flowers-102"
+    (base / "jpg").mkdir(parents=True)
+    for image_id in range(1, 7):
+        upright_image().save(base / "jpg" / f"image_{image_id:05d}.jpg", quality=95)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    upright_image().transpose(Image.Transpose.ROTATE_90).save(base / "jpg" / "image_00001.jpg", quality=95, exif=exif)
+    truncated = base / "jpg" / "image_00003.jpg"
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    savemat(base / "imagelabels.mat", {"labels": np.array([[1, 1, 2, 2, 3, 3]])})
+    savemat(base / "setid.mat", {"trnid": np.array([[1, 3, 5]]), "valid": np.array([[2, 4]]), "tstid": np.array([[6]])})
+    return tmp_path
+
+
+def test_flowers102_copy_is_scanned_before_training(flowers_copy: Path) -> None:
+    from mobilevit.data import Flowers102DataModule
+
+    data = Flowers102DataModule(flowers_copy, download=False, image_size=32, batch_size=2, num_workers=0)
+    with pytest.raises(UserInputError) as error:
+        data.setup("fit")
+    message = str(error.value)
+    assert message.startswith(f"1 unreadable image file under data.root={flowers_copy}")
+    assert "\n  flowers-102/jpg/image_00003.jpg: OSError: " in message
+    assert "data.skip_bad_images=true" in message
+
+
+def test_flowers102_reads_like_every_dataset_and_skips_bad_images(flowers_copy: Path, caplog) -> None:
+    from mobilevit.data import Flowers102DataModule
+
+    data = Flowers102DataModule(flowers_copy, download=False, image_size=32, batch_size=2, num_workers=0,
+                                skip_bad_images=True)  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="mobilevit.data"):
+        data.setup("fit")
+    assert "leaving out 1 unreadable image file" in caplog.text and "image_00003.jpg" in caplog.text
+    train_set = data.dataset("train")
+    assert [path.name for path in train_set.files] == ["image_00001.jpg", "image_00005.jpg"]
+    assert data.class_counts().tolist()[:3] == [1, 0, 1]  # the truncated image (class 2) is not counted
+    raw = data._make_dataset("train", None)[0][0]  # the EXIF-rotated file, as the dataset reads it
+    assert np.array_equal(np.asarray(raw), np.asarray(load_image(train_set.files[0])))
+    assert raw.size == (48, 32) and np.asarray(raw)[2, 2, 1] > 150  # upright: the green block is at the top left

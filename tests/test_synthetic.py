@@ -1,5 +1,5 @@
 """mobilevit/data/synthetic.py: the synthetic shapes dataset is generated once, deterministically, refuses to
-overwrite a foreign folder, loads like an image folder and is learnable."""
+overwrite a foreign folder, loads and is scanned like an image folder, and is learnable."""
 
 from __future__ import annotations
 
@@ -121,3 +121,14 @@ def test_synthetic_is_learnable(tmp_path: Path) -> None:
     finally:
         torch.set_num_threads(threads)
     assert correct / total > 0.6  # chance is 1/6
+
+
+def test_synthetic_data_is_scanned_like_an_image_folder(tmp_path: Path) -> None:
+    from mobilevit.data import SyntheticDataModule
+
+    data = SyntheticDataModule(tmp_path, num_classes=2, train_per_class=2, val_per_class=1, test_per_class=1,
+                               source_size=32, image_size=32)  # fmt: skip
+    data.prepare_data()
+    (tmp_path / "train" / data.class_names[0] / "cut.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 40)
+    with pytest.raises(UserInputError, match=r"(?s)1 unreadable image file .*train/circle/cut\.jpg"):
+        data.setup("fit")
