@@ -58,3 +58,7 @@ def damaged_png(path: Path) -> None:
 def read_checkpoint(path: str | Path) -> dict:
     """A checkpoint file as saved, on the CPU (``torch.load`` with ``weights_only=True``)."""
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# A tiny training budget for recipe tests: XXS, 2 epochs of 2 steps, no logger.
+TINY_BUDGET = ["model=mobilevit_xxs", "trainer.max_epochs=2", "+trainer.limit_train_batches=2", "logger=none"]

@@ -1,7 +1,8 @@
-"""Recording and scripting callbacks that the tests add to a run by class path (``+callbacks.<key>._target_=...``),
-also in train.py subprocesses and DDP ranks (run with ``PYTHONPATH=tests``). They live here, not in the test files,
-so that their path stays ``recorders.<Name>`` whatever a test file is called or wherever it moves, and a subprocess
-imports this small module rather than a test file. Write a path as ``target(RecordLR)``."""
+"""Recording and scripting callbacks of the tests. Most are added to a run by class path
+(``+callbacks.<key>._target_=...``), also in train.py subprocesses and DDP ranks (run with ``PYTHONPATH=tests``): they
+live here, not in the test files, so that their path stays ``recorders.<Name>`` whatever a test file is called or
+wherever it moves, and a subprocess imports this small module rather than a test file. Write a path as
+``target(RecordLR)``. The others (StateRecorder, ValidationStates) are added in-process by several test files."""
 
 from __future__ import annotations
 
@@ -341,6 +342,39 @@ class RecordEnd(Callback):
         lr = trainer.lr_scheduler_configs[0].scheduler.get_last_lr()[0]
         record = {"global_step": trainer.global_step, "epoch": trainer.current_epoch, "lr": lr}
         (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+# ----------------------------------------------------------------------------- weights during training
+
+
+def float_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {key: value.detach().clone() for key, value in module.state_dict().items() if value.is_floating_point()}
+
+
+class StateRecorder(L.Callback):
+    """Keeps a copy of the module's floating-point state when fit starts and after every optimizer step."""
+
+    def __init__(self) -> None:
+        self.starts: list[dict[str, torch.Tensor]] = []
+        self.states: list[dict[str, torch.Tensor]] = []
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.starts.append(float_state(pl_module))
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
+        self.states.append(float_state(pl_module))
+
+
+class ValidationStates(L.Callback):
+    """Keeps the module's floating-point state at the start of every validation after the sanity check (after the
+    EMA callback swapped in the weights it validates)."""
+
+    def __init__(self) -> None:
+        self.states: list[dict[str, torch.Tensor]] = []
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.states.append(float_state(pl_module))
 
 
 # ----------------------------------------------------------------------------- memory of a process and its workers
