@@ -1,5 +1,5 @@
 """mobilevit/callbacks/ema.py (``callbacks=[default,ema]``): an exponential moving average of the weights is
-validated, saved, tested, exported and resumed; with ``update_starting_at_step`` the plain weights are used until then."""
+validated, saved, tested, exported and resumed; with ``update_starting_at_step`` the plain weights serve until then."""
 
 from __future__ import annotations
 
