@@ -68,3 +68,36 @@ def test_state_is_plain_and_resumes_the_decay() -> None:
 def test_unknown_decay_names_the_key() -> None:
     with pytest.raises(UserInputError, match="scheduler.decay must be one of"):
         _scheduler(decay="step")
+
+
+def test_warmup_cosine_schedule() -> None:
+    optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=1.0)
+    scheduler = WarmupDecayLR(optimizer, total_steps=100, steps_per_epoch=10, warmup_epochs=2, min_lr=0.1)
+    lrs = []
+    for _ in range(100):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert scheduler.warmup_steps == 20
+    assert lrs[0] == pytest.approx(0.01)  # warmup_start_factor * lr
+    assert all(a < b for a, b in zip(lrs[:20], lrs[1:21]))  # rising warmup
+    assert lrs[20] == pytest.approx(1.0)  # peak after warmup
+    assert all(a >= b for a, b in zip(lrs[20:], lrs[21:]))  # then decaying
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1)  # min_lr at the end
+    assert lrs[60] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+
+
+def test_warmup_cosine_resume_keeps_new_length() -> None:
+    def make(total: int) -> tuple[torch.optim.Optimizer, WarmupDecayLR]:
+        optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=1.0)
+        return optimizer, WarmupDecayLR(optimizer, total_steps=total, steps_per_epoch=10, warmup_epochs=1)
+
+    optimizer, scheduler = make(50)
+    for _ in range(30):
+        optimizer.step()
+        scheduler.step()
+    state = scheduler.state_dict()
+    optimizer, resumed = make(100)  # e.g. resumed with a larger trainer.max_epochs
+    resumed.load_state_dict(state)
+    assert resumed.last_epoch == 30 and resumed.total_steps == 100
+    assert resumed.get_lr()[0] == pytest.approx(resumed.lr_at(30, 1.0))
