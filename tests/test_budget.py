@@ -1,80 +1,18 @@
-"""The training budget (mobilevit/utils/budget.py) and the budget-aware learning-rate schedule
-(mobilevit/utils/lr_scheduler.py): decay to ~0 exactly when the budget runs out, and resume where it stopped."""
+"""The training budget (mobilevit/utils/budget.py): the progress is the largest of epochs, steps and time, and a
+time-limited run anneals its learning rate to ~0 as the time runs out (the schedule: test_lr_scheduler.py)."""
 
 from __future__ import annotations
 
-import math
 import time
-from pathlib import Path
 
 import lightning as L
 import pytest
-import torch
 from lightning.pytorch.callbacks import Timer
 
 from conftest import FAST_TRAIN, TINY_SYNTHETIC
-from mobilevit.errors import UserInputError
 from mobilevit.utils.budget import training_progress
-from mobilevit.utils.lr_scheduler import WarmupDecayLR
 from mobilevit.fit import stop_reason
 from train import train
-
-
-def _scheduler(progress=None, **kwargs) -> WarmupDecayLR:
-    optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=1.0)
-    scheduler = WarmupDecayLR(optimizer, total_steps=100, steps_per_epoch=10, progress=progress, **kwargs)
-    optimizer.step()  # as in training: the optimizer steps before its scheduler
-    return scheduler
-
-
-@pytest.mark.parametrize("decay, mid", [("cosine", 0.5), ("linear", 0.5)])
-def test_decay_follows_the_budget_fraction(decay: str, mid: float) -> None:
-    spent = [0.0]
-    scheduler = _scheduler(progress=lambda: spent[0], decay=decay, min_lr=0.0)
-    assert scheduler.get_last_lr() == [1.0]
-    for fraction, expected in ((0.25, None), (0.5, mid), (1.0, 0.0), (1.7, 0.0)):
-        spent[0] = fraction
-        scheduler.step()
-        if expected is not None:
-            assert scheduler.get_last_lr()[0] == pytest.approx(expected, abs=1e-12)
-    spent[0] = 0.25
-    scheduler.step()
-    quarter = scheduler.get_last_lr()[0]
-    assert quarter == pytest.approx(0.75 if decay == "linear" else 0.5 * (1 + math.cos(math.pi / 4)))
-
-
-def test_warmup_then_decay_over_the_budget_left() -> None:
-    spent = [0.0]
-    scheduler = _scheduler(progress=lambda: spent[0], warmup_epochs=1, warmup_start_factor=0.0)
-    for step in range(1, 10):  # warmup: 10 steps, lr rises linearly, the budget is ignored
-        spent[0] = step / 100
-        scheduler.step()
-        assert scheduler.get_last_lr()[0] == pytest.approx(step / 10)
-    spent[0] = 0.2  # the warmup ends at 20 % of the budget: the decay spans the remaining 80 %
-    scheduler.step()
-    assert scheduler.decay_start == pytest.approx(0.2) and scheduler.get_last_lr()[0] == pytest.approx(1.0)
-    spent[0] = 0.6
-    scheduler.step()
-    assert scheduler.get_last_lr()[0] == pytest.approx(0.5)  # halfway through the decay (cosine)
-
-
-def test_state_is_plain_and_resumes_the_decay() -> None:
-    spent = [0.0]
-    scheduler = _scheduler(progress=lambda: spent[0], decay="linear")
-    spent[0] = 0.4
-    scheduler.step()
-    state = scheduler.state_dict()
-    assert "progress" not in state and state["decay_start"] == 0.0
-    torch.save(state, Path("/dev/null"))  # picklable without the callable
-    resumed = _scheduler(progress=lambda: 0.7, decay="linear")
-    resumed.load_state_dict(state)
-    resumed.step()
-    assert resumed.get_last_lr()[0] == pytest.approx(0.3)
-
-
-def test_unknown_decay_names_the_key() -> None:
-    with pytest.raises(UserInputError, match="scheduler.decay must be one of"):
-        _scheduler(decay="step")
 
 
 def test_progress_is_the_largest_of_epochs_steps_and_time(monkeypatch) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import math
 from pathlib import Path
 
 import hydra
@@ -18,11 +17,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from mobilevit.data.resolution import ResolutionSchedule
-from mobilevit.errors import UserInputError
-from mobilevit.models import create_model
 from mobilevit.module import ImageClassifier, weight_decay_param_groups
 from mobilevit.utils import (
-    WarmupDecayLR,
     fast_precision,
     instantiate_callbacks,
     instantiate_loggers,
@@ -204,67 +200,6 @@ def test_default_callbacks_and_logger(make_cfg) -> None:
     assert instantiate_loggers(make_cfg(["logger=none"]).logger) == []
     assert instantiate_callbacks(make_cfg(["callbacks=none"]).callbacks) == []
     assert instantiate_optional(make_cfg(["scheduler=none"]).scheduler) is None
-
-
-def test_warmup_cosine_schedule() -> None:
-    optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=1.0)
-    scheduler = WarmupDecayLR(optimizer, total_steps=100, steps_per_epoch=10, warmup_epochs=2, min_lr=0.1)
-    lrs = []
-    for _ in range(100):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
-    assert scheduler.warmup_steps == 20
-    assert lrs[0] == pytest.approx(0.01)  # warmup_start_factor * lr
-    assert all(a < b for a, b in zip(lrs[:20], lrs[1:21]))  # rising warmup
-    assert lrs[20] == pytest.approx(1.0)  # peak after warmup
-    assert all(a >= b for a, b in zip(lrs[20:], lrs[21:]))  # then decaying
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1)  # min_lr at the end
-    assert lrs[60] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
-
-
-def test_warmup_cosine_resume_keeps_new_length() -> None:
-    def make(total: int) -> tuple[torch.optim.Optimizer, WarmupDecayLR]:
-        optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=1.0)
-        return optimizer, WarmupDecayLR(optimizer, total_steps=total, steps_per_epoch=10, warmup_epochs=1)
-
-    optimizer, scheduler = make(50)
-    for _ in range(30):
-        optimizer.step()
-        scheduler.step()
-    state = scheduler.state_dict()
-    optimizer, resumed = make(100)  # e.g. resumed with a larger trainer.max_epochs
-    resumed.load_state_dict(state)
-    assert resumed.last_epoch == 30 and resumed.total_steps == 100
-    assert resumed.get_lr()[0] == pytest.approx(resumed.lr_at(30, 1.0))
-
-
-def test_no_weight_decay_for_norms_and_biases() -> None:
-    net = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(), torch.nn.LazyLinear(2)
-    )
-    net(torch.rand(1, 3, 8, 8))
-    decay, no_decay = weight_decay_param_groups(net)
-    assert all(p.ndim >= 2 for p in decay["params"]) and len(decay["params"]) == 2
-    assert all(p.ndim <= 1 for p in no_decay["params"]) and len(no_decay["params"]) == 4
-    assert no_decay["weight_decay"] == 0.0
-
-
-def test_backbone_lr_scale_gives_the_head_the_full_learning_rate() -> None:
-    net = create_model("mobilevit_xxs", num_classes=5)
-    groups = weight_decay_param_groups(net, head=net.classifier, backbone_lr_scale=0.1)
-    by_name = {group["name"]: group for group in groups}
-    assert set(by_name) == {"backbone_decay", "backbone_no_decay", "head_decay", "head_no_decay"}
-    assert by_name["head_decay"]["params"] == [net.classifier.weight]
-    assert by_name["head_no_decay"]["params"] == [net.classifier.bias]
-    assert sum(len(group["params"]) for group in groups) == len(list(net.parameters()))
-    module = ImageClassifier(net, optimizer=functools.partial(torch.optim.AdamW, lr=1e-3), backbone_lr_scale=0.1)
-    optimizer = module.configure_optimizers()
-    lrs = {group["name"]: group["lr"] for group in optimizer.param_groups}
-    assert lrs["head_decay"] == lrs["head_no_decay"] == pytest.approx(1e-3)
-    assert lrs["backbone_decay"] == lrs["backbone_no_decay"] == pytest.approx(1e-4)
-    with pytest.raises(UserInputError, match="module.backbone_lr_scale must be a number > 0, got 0"):
-        ImageClassifier(net, backbone_lr_scale=0)
 
 
 def test_module_hparams_are_plain(make_cfg) -> None:

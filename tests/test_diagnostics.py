@@ -12,13 +12,12 @@ import torch
 from conftest import FAST_TRAIN, TINY_SYNTHETIC
 from lightning.pytorch.trainer.call import _call_callbacks_load_state_dict
 from PIL import Image
+from recorders import SpyReports, target
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mobilevit.callbacks import TrainingDiagnostics
 from mobilevit.callbacks.diagnostics import Mistake, misclassified_figure, training_history_figure
 from mobilevit.errors import UserInputError
-from mobilevit.metrics import class_order, confused_pairs_markdown, most_confused_pairs, split_metrics
-from mobilevit.plots import confusion_matrix_figure
 from mobilevit.utils import instantiate_callbacks
 from train import train
 
@@ -32,21 +31,7 @@ TRAIN_3_EPOCHS = [
 ]
 
 
-class SpyReports(TrainingDiagnostics):
-    """TrainingDiagnostics that counts the validation batches it collects, per 0-based epoch."""
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.collected: dict[int, int] = {}
-
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        before = len(self._logits)
-        super().on_validation_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
-        if len(self._logits) > before:
-            self.collected[trainer.current_epoch] = self.collected.get(trainer.current_epoch, 0) + 1
-
-
-SPY = f"callbacks.reports._target_={__name__}.SpyReports"
+SPY = f"callbacks.reports._target_={target(SpyReports)}"
 
 
 def _reports_callback(objects: dict) -> SpyReports:
@@ -213,43 +198,6 @@ def test_add_batch_keeps_the_most_confident_mistakes() -> None:
     assert kept[0].image.dtype == torch.uint8 and kept[0].image.shape == (3, 4, 4)
     assert torch.equal(kept[0].image, (images[2] * 255).round().to(torch.uint8))
     assert torch.cat(callback._targets).tolist() == [0, 1, 2, 2]
-
-
-def _known_report() -> object:
-    # 3 classes, 4 images each: a is perfect, b loses 1 to c, c loses 3 to b.
-    targets = torch.tensor([0] * 4 + [1] * 4 + [2] * 4)
-    predicted = torch.tensor([0, 0, 0, 0, 1, 1, 1, 2, 1, 1, 1, 2])
-    return split_metrics(torch.nn.functional.one_hot(predicted, 3).float(), targets, ["a", "b", "c"])
-
-
-def test_confusion_views() -> None:
-    report = _known_report()
-    assert class_order(report, "index") == [0, 1, 2]
-    assert class_order(report, "recall") == [2, 1, 0]  # recall 0.25, 0.75, 1.0
-    with pytest.raises(UserInputError, match="order"):
-        class_order(report, "size")
-    pairs = most_confused_pairs(report, limit=5)
-    assert [(p.true, p.predicted, p.count) for p in pairs] == [("c", "b", 3), ("b", "c", 1)]
-    assert pairs[0].share == pytest.approx(0.75)
-    table = confused_pairs_markdown(most_confused_pairs(report, limit=1))
-    assert table.splitlines()[2] == "| 1 | c | b | 3 | 75% |" and len(table.splitlines()) == 3
-
-    figure = confusion_matrix_figure(report, title="t", order="recall")
-    ax = figure.axes[0]
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["c (2)  0.25", "b (1)  0.75", "a (0)  1.00"]
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["c (2)", "b (1)", "a (0)"]
-    assert ax.images[0].get_array()[0, 1] == pytest.approx(0.75)  # row c, column b
-
-
-def test_confusion_matrix_with_102_named_classes_stays_legible() -> None:
-    names = [f"flower name number {i}" for i in range(102)]
-    targets = torch.arange(102).repeat_interleave(2)
-    logits = torch.nn.functional.one_hot((targets + (torch.arange(204) % 2)) % 102, 102).float()
-    figure = confusion_matrix_figure(split_metrics(logits, targets, names), order="recall")
-    width, height = figure.get_size_inches() * figure.dpi
-    assert width >= 3000 and height >= 2800  # about 25 px per class at 150 dpi
-    labels = figure.axes[0].get_yticklabels()
-    assert len(labels) == 102 and labels[0].get_fontsize() >= 4.5
 
 
 def test_mistakes_and_history_figures(tmp_path: Path) -> None:

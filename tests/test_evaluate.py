@@ -7,13 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import FAST_TRAIN, TINY_SYNTHETIC
 from PIL import Image
 
 from evaluate import evaluate
 from mobilevit.errors import UserInputError
-from mobilevit.metrics import split_metrics
 from train import train
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -80,21 +78,3 @@ def test_train_then_evaluate_test_and_val(make_cfg) -> None:
 def test_evaluate_needs_ckpt_path(make_cfg) -> None:
     with pytest.raises(UserInputError, match="ckpt_path"):
         evaluate(make_cfg(config_name="eval"))
-
-
-def test_evaluate_rejects_non_train_checkpoint(make_cfg, tmp_path: Path) -> None:
-    bogus = tmp_path / "bogus.ckpt"
-    torch.save({"state_dict": {}}, bogus)
-    with pytest.raises(UserInputError, match="no stored run config"):
-        evaluate(make_cfg([f"ckpt_path={bogus}"], config_name="eval"))
-
-
-def test_split_metrics_on_known_predictions() -> None:
-    targets = torch.tensor([0, 0, 1, 1, 2, 2])
-    logits = torch.nn.functional.one_hot(torch.tensor([0, 1, 1, 1, 2, 0]), 3).float()
-    report = split_metrics(logits, targets, ["a", "b", "c"])
-    assert report.top1 == pytest.approx(4 / 6) and report.top5 == 1.0 and report.top_k == 3
-    assert report.support == [2, 2, 2]
-    assert report.precision == pytest.approx([0.5, 2 / 3, 1.0])
-    assert report.recall == pytest.approx([0.5, 1.0, 0.5])
-    assert report.confusion.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]

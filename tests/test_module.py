@@ -1,7 +1,9 @@
-"""ImageClassifier's training loss: soft (MixUp/CutMix) targets, class weights; delayed early stopping."""
+"""ImageClassifier (mobilevit/module.py): its training loss with soft (MixUp/CutMix) targets and class weights, its
+parameter groups (no weight decay for norms and biases, the backbone learning-rate scale); delayed early stopping."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from pathlib import Path
@@ -22,6 +24,7 @@ from mobilevit.module import (
     ImageClassifier,
     balanced_class_weights,
     soft_target_cross_entropy,
+    weight_decay_param_groups,
 )
 from train import train
 
@@ -239,3 +242,31 @@ def test_model_summary_lists_layers_with_flops_at_the_training_size(make_cfg, ca
     with caplog.at_level(logging.INFO):
         L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     assert "GPU available" in caplog.text and "litlogger" not in caplog.text
+
+
+def test_no_weight_decay_for_norms_and_biases() -> None:
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(), torch.nn.LazyLinear(2)
+    )
+    net(torch.rand(1, 3, 8, 8))
+    decay, no_decay = weight_decay_param_groups(net)
+    assert all(p.ndim >= 2 for p in decay["params"]) and len(decay["params"]) == 2
+    assert all(p.ndim <= 1 for p in no_decay["params"]) and len(no_decay["params"]) == 4
+    assert no_decay["weight_decay"] == 0.0
+
+
+def test_backbone_lr_scale_gives_the_head_the_full_learning_rate() -> None:
+    net = create_model("mobilevit_xxs", num_classes=5)
+    groups = weight_decay_param_groups(net, head=net.classifier, backbone_lr_scale=0.1)
+    by_name = {group["name"]: group for group in groups}
+    assert set(by_name) == {"backbone_decay", "backbone_no_decay", "head_decay", "head_no_decay"}
+    assert by_name["head_decay"]["params"] == [net.classifier.weight]
+    assert by_name["head_no_decay"]["params"] == [net.classifier.bias]
+    assert sum(len(group["params"]) for group in groups) == len(list(net.parameters()))
+    module = ImageClassifier(net, optimizer=functools.partial(torch.optim.AdamW, lr=1e-3), backbone_lr_scale=0.1)
+    optimizer = module.configure_optimizers()
+    lrs = {group["name"]: group["lr"] for group in optimizer.param_groups}
+    assert lrs["head_decay"] == lrs["head_no_decay"] == pytest.approx(1e-3)
+    assert lrs["backbone_decay"] == lrs["backbone_no_decay"] == pytest.approx(1e-4)
+    with pytest.raises(UserInputError, match="module.backbone_lr_scale must be a number > 0, got 0"):
+        ImageClassifier(net, backbone_lr_scale=0)

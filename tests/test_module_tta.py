@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from torch import nn
@@ -15,6 +14,7 @@ from evaluate import evaluate
 from mobilevit.inference import hflip_tta_logits
 from mobilevit.module import ImageClassifier
 from mobilevit.predict import Classifier
+from recorders import SnapshotFinalWeights, target
 from train import train
 
 
@@ -76,19 +76,10 @@ def test_evaluate_and_predict_follow_the_run_or_the_override(checkpoint: Path, t
     torch.testing.assert_close(tta.probabilities(images), expected, rtol=0, atol=1e-6)
 
 
-class SnapshotFinalWeights(L.Callback):
-    """Keeps a copy of the network's weights when fitting ends (before any test)."""
-
-    weights: dict[str, torch.Tensor] = {}
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        type(self).weights = {name: value.detach().clone() for name, value in pl_module.net.state_dict().items()}
-
-
 def test_test_weights_last_validates_and_tests_the_final_weights(make_cfg) -> None:
     cfg = make_cfg([*TINY_SYNTHETIC, *FAST_TRAIN, "model=mobilevit_xxs", "trainer.max_epochs=3", "logger=none",
                     "callbacks.reports=null", "test_weights=last",
-                    f"+callbacks.snapshot._target_={__name__}.SnapshotFinalWeights"])  # fmt: skip
+                    f"+callbacks.snapshot._target_={target(SnapshotFinalWeights)}"])  # fmt: skip
     metrics, objects = train(cfg)
     assert {"val/acc_last", "val/loss_last", "test/acc"} <= set(metrics)
     tested = objects["model"].net.state_dict()

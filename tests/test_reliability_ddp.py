@@ -11,11 +11,10 @@ import sys
 from pathlib import Path
 
 import hydra
-import lightning as L
 import pytest
 import torch
 from conftest import ROOT, TINY_SYNTHETIC, subprocess_env
-from lightning.pytorch.callbacks import Callback
+from recorders import RecordEnd, RecordRank, target
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from evaluate import evaluate
@@ -38,44 +37,6 @@ DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
 # are the weights of one process that takes the same optimizer step on the mean of the two ranks' losses, each rank's
 # 12 images normalised by BatchNorm on their own (the per-rank BatchNorm split; SyncBatchNorm is GPU-only).
 WEIGHT_TOLERANCE = 1e-5  # max |DDP weight - one-process weight| after one SGD step at lr 0.1
-
-
-class RecordRank(Callback):
-    """Saves ``<folder>/rank<r>.pt``: world size, validation batches, this rank's training batches, the weights at the
-    start of training and after every optimizer step (parameters only, flattened), and the step losses."""
-
-    def __init__(self, folder: str) -> None:
-        self.folder = Path(folder)
-        self.val_batches = 0
-        self.batches: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self.weights: list[torch.Tensor] = []
-        self.losses: list[float] = []
-
-    @staticmethod
-    def _flat(pl_module: L.LightningModule) -> torch.Tensor:
-        return torch.cat([p.detach().flatten().clone() for p in pl_module.net.parameters()])
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.weights.append(self._flat(pl_module))
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
-        self.batches.append((batch[0].detach().clone(), batch[1].detach().clone()))
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.weights.append(self._flat(pl_module))
-        self.losses.append(float(outputs["loss"]))
-
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if not trainer.sanity_checking:
-            self.val_batches += 1
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        record = {
-            "world_size": trainer.world_size, "global_step": trainer.global_step, "val_batches": self.val_batches,
-            "batches": self.batches, "weights": self.weights, "losses": self.losses,
-        }  # fmt: skip
-        torch.save(record, self.folder / f"rank{trainer.global_rank}.pt")
 
 
 def _train_ddp(tmp_path: Path, data_dir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -110,7 +71,7 @@ def test_ddp_ranks_agree_and_equal_one_process_with_the_same_batchnorm_split(
     """2 processes x 12 images, 3 steps: both ranks train and validate (6 + 6 validation images), one run directory
     is written, the ranks hold identical weights after every step, and those equal the one-process reference."""
     records = tmp_path / "ranks"
-    record = [f"+callbacks.ranks._target_={__name__}.RecordRank", f"+callbacks.ranks.folder={records}"]
+    record = [f"+callbacks.ranks._target_={target(RecordRank)}", f"+callbacks.ranks.folder={records}"]
     _train_ddp(tmp_path, shared_data_dir, *SAME_STEPS, *DDP, "data.batch_size=12", *record)
     (run_dir,) = (tmp_path / "logs" / "train" / "runs").iterdir()  # one run directory for both processes
     assert not (tmp_path / "logs" / "train" / "multiruns").exists()
@@ -186,19 +147,6 @@ def test_ddp_reports_every_metric_over_each_image_once(make_cfg, tmp_path: Path,
     assert reports and all("(validation, 15 images)" in r.tensor_proto.string_val[0].decode() for r in reports)
 
 
-class RecordEnd(Callback):
-    """Saves ``<folder>/rank<r>.json``: the global step, epoch and learning rate when training ends."""
-
-    def __init__(self, folder: str) -> None:
-        self.folder = Path(folder)
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        lr = trainer.lr_scheduler_configs[0].scheduler.get_last_lr()[0]
-        record = {"global_step": trainer.global_step, "epoch": trainer.current_epoch, "lr": lr}
-        (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
-
-
 def test_max_time_under_ddp_stops_both_ranks_together_with_the_lr_annealed(tmp_path: Path, shared_data_dir: Path) -> None:
     """2 processes, `trainer.max_time` 8 s and 10000 epochs allowed: both ranks stop at the same step (rank 0's clock
     decides), the run records max_time as the reason, and the linear decay reached about 0 by then."""
@@ -207,7 +155,7 @@ def test_max_time_under_ddp_stops_both_ranks_together_with_the_lr_annealed(tmp_p
     _train_ddp(
         tmp_path, shared_data_dir, *quick, *DDP, "data.batch_size=4", "trainer.max_epochs=10000",
         "+trainer.max_time=00:00:00:08", "scheduler=linear", "scheduler.warmup_epochs=0", "optimizer.lr=0.01",
-        "trainer.check_val_every_n_epoch=1000", f"+callbacks.end._target_={__name__}.RecordEnd",
+        "trainer.check_val_every_n_epoch=1000", f"+callbacks.end._target_={target(RecordEnd)}",
         f"+callbacks.end.folder={records}",
     )  # fmt: skip
     ranks = [json.loads((records / f"rank{rank}.json").read_text()) for rank in (0, 1)]

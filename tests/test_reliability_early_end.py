@@ -5,16 +5,13 @@ that says why and when training stopped, a resumable last.ckpt, and the final te
 from __future__ import annotations
 
 import json
-import os
 import signal
-import time
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from conftest import FAST_TRAIN, TINY_SYNTHETIC
-from lightning.pytorch.callbacks import Callback
+from recorders import AtStep, target
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mobilevit.callbacks import NonFiniteLossError
@@ -27,28 +24,8 @@ RUN = [
 ]  # fmt: skip
 
 
-class AtStep(Callback):
-    """At the start of global step ``step``: ``action`` = sleep (a slow step), infinite_loss (that step's loss becomes +inf),
-    ctrl_c (KeyboardInterrupt, as Ctrl-C raises it) or sigterm (a real SIGTERM sent to this process)."""
-
-    def __init__(self, step: int, action: str) -> None:
-        self.step, self.action = step, action
-
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        if trainer.global_step != self.step:
-            return
-        if self.action == "sleep":
-            time.sleep(2.5)
-        elif self.action == "infinite_loss":
-            pl_module.training_loss = lambda logits, targets: (logits.float().abs().sum() + 1) * float("inf")
-        elif self.action == "ctrl_c":
-            raise KeyboardInterrupt
-        elif self.action == "sigterm":
-            os.kill(os.getpid(), signal.SIGTERM)
-
-
 def _at(step: int, action: str) -> list[str]:
-    return [f"+callbacks.at._target_={__name__}.AtStep", f"+callbacks.at.step={step}", f"+callbacks.at.action={action}"]
+    return [f"+callbacks.at._target_={target(AtStep)}", f"+callbacks.at.step={step}", f"+callbacks.at.action={action}"]
 
 
 CASES = {  # reason -> (overrides, exception train() ends with, whether the final test runs)

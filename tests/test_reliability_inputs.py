@@ -1,23 +1,21 @@
-"""Reliability, inputs from real-world reports (round 2): a checkpoint meeting data with other class names, a PNG that
-passes a checksum scan but does not decode, a file that breaks after the scan, names that are not UTF-8, symlinked
-folders given to predict, and JPEGs above Pillow's decompression-bomb limit."""
+"""Reliability, inputs from real-world reports (round 2): a checkpoint meeting data with other class names, a file that
+breaks after the scan, names that are not UTF-8, symlinked folders given to predict. The scan that decodes like the
+loader and the JPEGs above Pillow's decompression-bomb limit are tested in test_images.py."""
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import shutil
-import zlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 from conftest import FAST_TRAIN, TINY_SYNTHETIC, compose_config, user_error
+from helpers import damaged_png
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mobilevit.data import ImageFolderDataModule, check_image, load_image, scan_images
+from mobilevit.data import ImageFolderDataModule
 from mobilevit.data.images import UnreadableImageError
 from mobilevit.predict import find_images, predict
 from evaluate import evaluate
@@ -45,22 +43,6 @@ def _folder_overrides(root: Path) -> list[str]:
         "data=imagefolder", f"data.root={root}", "data.image_size=32", "data.batch_size=4", "data.num_workers=0",
         "model=mobilevit_xxs", *FAST_TRAIN, "logger=none", "callbacks.reports=null",
     ]  # fmt: skip
-
-
-def _damaged_png(path: Path) -> None:
-    """A PNG whose compressed image data is scrambled while every chunk checksum is valid: ``verify()`` passes it,
-    decoding fails with "broken data stream"."""
-    buffer = io.BytesIO()
-    Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(buffer, "PNG")
-    data = bytearray(buffer.getvalue())
-    start = data.index(b"IDAT") + 4
-    length = int.from_bytes(data[start - 8 : start - 4], "big")
-    chunk = bytes(byte ^ 0x5A if index >= 2 else byte for index, byte in enumerate(data[start : start + length]))
-    data[start : start + length] = chunk
-    data[start + length : start + length + 4] = zlib.crc32(b"IDAT" + chunk).to_bytes(4, "big")
-    path.write_bytes(bytes(data))
-    with Image.open(path) as image:
-        image.verify()  # the chunk checks pass: only decoding shows the damage
 
 
 # -- item 2: the class list of a checkpoint against the data it meets ------------------------------------------------
@@ -107,21 +89,12 @@ def test_other_class_names_with_the_same_count_are_refused_or_get_a_new_head(
 # -- item 3: what the scan passes, the loader reads; a file breaking later follows data.skip_bad_images -------------
 
 
-def test_scan_decodes_like_the_loader(tmp_path: Path) -> None:
-    """A PNG with valid chunk checksums but damaged compressed data is found by the scan (the loader fails on it)."""
-    _damaged_png(tmp_path / "damaged.png")
-    with pytest.raises(UnreadableImageError, match="broken data stream"):
-        load_image(tmp_path / "damaged.png")
-    assert "broken data stream" in (check_image(tmp_path / "damaged.png") or "")
-    assert list(scan_images([tmp_path / "damaged.png"], threads=1)) == [tmp_path / "damaged.png"]
-
-
 def test_an_image_that_breaks_after_the_scan_follows_skip_bad_images(tmp_path: Path, caplog) -> None:
     root = _fruit_folder(tmp_path / "fruit")
     for skip in (True, False):
         dm = ImageFolderDataModule(root, image_size=32, batch_size=4, num_workers=0, skip_bad_images=skip)
         dm.setup("fit")  # the scan passes every file
-        _damaged_png(root / "train" / "banana" / "1.png")  # now it breaks
+        damaged_png(root / "train" / "banana" / "1.png")  # now it breaks
         loader = dm.train_dataloader()
         if skip:
             with caplog.at_level(logging.WARNING, logger="mobilevit.data.loading"):
@@ -182,7 +155,7 @@ def test_predict_counts_skipped_files_by_reason(tmp_path: Path, fruit_checkpoint
     ckpt, _ = fruit_checkpoint
     _plain_images(tmp_path / "album", (30, 30, 200), 2)
     (tmp_path / "album" / "notes.txt").write_text("no image")
-    _damaged_png(tmp_path / "album" / "damaged.png")
+    damaged_png(tmp_path / "album" / "damaged.png")
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "linked").symlink_to(tmp_path / "album", target_is_directory=True)
     cfg = make_cfg([f"ckpt_path={ckpt}", f"inputs={tmp_path / 'photos'}", "output=null", "device=cpu"], "predict")
@@ -191,29 +164,6 @@ def test_predict_counts_skipped_files_by_reason(tmp_path: Path, fruit_checkpoint
     assert "Predicted 2 image(s); skipped 1 unreadable file(s) and 1 without an image extension." in (
         capsys.readouterr().out.replace("\n", " ")
     )
-
-
-# -- item 8: very large JPEGs are read reduced; other formats that large are refused --------------------------------
-
-
-def test_jpegs_above_the_decompression_bomb_limit_are_read_reduced(tmp_path: Path, monkeypatch) -> None:
-    """Pillow's limit lowered to 4096 px (refusal above 8192): a 200x100 JPEG opens at 1/4 scale, within the limit, in
-    the loader and the scan; a PNG that large stays refused as a decompression bomb."""
-    pixels = np.random.default_rng(0).integers(0, 255, (100, 200, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(tmp_path / "large.jpg", quality=90)
-    Image.fromarray(pixels).save(tmp_path / "large.png")
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 4096)
-    image = load_image(tmp_path / "large.jpg")
-    assert image.size == (50, 25) and image.mode == "RGB"  # 1/2 scale would be 5000 px > 4096
-    reference = Image.fromarray(pixels).resize((50, 25), Image.Resampling.BOX)
-    assert np.abs(np.asarray(image, dtype=int) - np.asarray(reference, dtype=int)).mean() < 40  # the same picture
-    assert check_image(tmp_path / "large.jpg") is None
-    with pytest.raises(UnreadableImageError, match="DecompressionBombError"):
-        load_image(tmp_path / "large.png")
-    assert "DecompressionBombError" in (check_image(tmp_path / "large.png") or "")
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 200)  # even 1/8 scale (25x13 = 325 px) is above: refused
-    with pytest.raises(UnreadableImageError, match="even when decoded at 1/8 scale"):
-        load_image(tmp_path / "large.jpg")
 
 
 # -- item 7: TensorBoard's hparams view holds only metrics the run computes -----------------------------------------

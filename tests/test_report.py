@@ -6,13 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import FAST_TRAIN, ROOT, TINY_SYNTHETIC
 from PIL import Image
 
-from mobilevit import inference, run_summary
 from mobilevit.errors import UserInputError
-from mobilevit.models import create_model
 from mobilevit.report import (
     COLUMNS,
     README_BEGIN,
@@ -95,24 +92,3 @@ def test_report_without_runs_is_a_clear_error(tmp_path: Path, capsys) -> None:
     assert "No summary.json found" in capsys.readouterr().err
     assert main([str(tmp_path / "nope")]) == 2
     assert "is neither a run directory" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize(("precision", "timed_in"), [("bf16-mixed", "bf16-mixed"), ("32-true", "32-true"), ("64-true", "32-true")])
-def test_summary_latency_is_timed_in_the_runs_precision(
-    precision: str, timed_in: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    asked = []
-    monkeypatch.setattr(inference, "autocast_dtype", lambda p, device_type: asked.append(p))
-    run_cfg = {"data": {"image_size": 32}, "model": {"name": "mobilevit_xxs"}, "trainer": {"precision": precision}}
-    net = create_model("mobilevit_xxs", num_classes=3)
-    path = run_summary.write_run_summary(tmp_path, run_cfg, {}, net, 1, 1.0, torch.device("cpu"), None)
-    summary = json.loads(path.read_text())
-    assert asked == [timed_in] and summary["latency_precision"] == timed_in and summary["precision"] == precision
-
-
-def test_summaries_keep_the_recipe_overrides_but_no_machine_paths() -> None:
-    from mobilevit.run_summary import shareable_overrides
-
-    overrides = ["experiment=flowers102_cpu", "data.root=/home/me/flowers", "paths.log_dir=logs2",
-                 "+hydra.run.dir=x", "ckpt_path='~/runs/last.ckpt'", "trainer.max_time=00:00:10:00", "seed=1"]  # fmt: skip
-    assert shareable_overrides(overrides) == ["experiment=flowers102_cpu", "trainer.max_time=00:00:10:00", "seed=1"]

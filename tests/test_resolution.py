@@ -7,15 +7,14 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
-import lightning as L
 import pytest
-from lightning.pytorch.callbacks import Timer
 
 from conftest import FAST_TRAIN, TINY_SYNTHETIC, train_two_ddp_processes
 from mobilevit.callbacks import ResolutionScheduler
 from mobilevit.data import SyntheticDataModule
 from mobilevit.data.resolution import ResolutionSchedule
 from mobilevit.errors import UserInputError
+from recorders import RecordSizes, RecordSizesSkewedClock, target
 from train import train
 
 
@@ -60,27 +59,6 @@ def test_explicit_multiscale_sizes_scale_with_the_scheduled_size(tmp_path: Path)
     assert datamodule.size_plan.sizes() == [64, 96, 128, 160]
 
 
-class RecordSizes(L.Callback):
-    """Writes each training step's [epoch, image size, batch length] to ``<folder>/rank<r>.json``; with
-    ``stop_after_epoch``, stops training at the end of that epoch (as an interruption would)."""
-
-    def __init__(self, folder: str, stop_after_epoch: int | None = None) -> None:
-        self.folder = Path(folder)
-        self.stop_after_epoch = stop_after_epoch
-        self.steps: list[list[int]] = []
-
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        self.steps.append([trainer.current_epoch, batch[0].shape[-1], batch[0].shape[0]])
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.current_epoch == self.stop_after_epoch:
-            trainer.should_stop = True
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(self.steps))
-
-
 # 36 training images; batch 4 at 64 px; 32 px for the first half of 4 epochs.
 SCHEDULED = [*TINY_SYNTHETIC, *FAST_TRAIN, "model=mobilevit_xxs", "model.drop_rate=0", "logger=none", "test=false",
              "data.image_size=64", "data.batch_size=4", "data.train_per_class=12",
@@ -90,7 +68,7 @@ SCHEDULED = [*TINY_SYNTHETIC, *FAST_TRAIN, "model=mobilevit_xxs", "model.drop_ra
 def _run(make_cfg, tmp_path: Path, overrides=(), run_name: str = "run") -> tuple[list[tuple[int, int, int]], dict]:
     """train() with :class:`RecordSizes`; returns the recorded steps as (epoch, size, batch) and the objects."""
     folder = tmp_path / f"record-{run_name}"
-    recorder = [f"+callbacks.record._target_={__name__}.RecordSizes", f"+callbacks.record.folder={folder}"]
+    recorder = [f"+callbacks.record._target_={target(RecordSizes)}", f"+callbacks.record.folder={folder}"]
     _, objects = train(make_cfg([*SCHEDULED, *recorder, *overrides], run_name=run_name))
     return [tuple(step) for step in json.loads((folder / "rank0.json").read_text())], objects
 
@@ -150,24 +128,13 @@ def test_resumed_run_continues_the_schedule(make_cfg, tmp_path: Path) -> None:
     assert sorted({(epoch, size) for epoch, size, _ in resumed}) == [(1, 32), (2, 64), (3, 64)]
 
 
-class RecordSizesSkewedClock(RecordSizes):
-    """RecordSizes, with rank 1's training clock 40 minutes ahead of rank 0's (the ranks' clocks never agree), from
-    ``setup`` on: before the first epoch's loader picks its size."""
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if trainer.global_rank == 1:
-            timer = next(callback for callback in trainer.callbacks if isinstance(callback, Timer))
-            clock = timer.time_elapsed
-            timer.time_elapsed = lambda stage="train": clock(stage) + 2400.0
-
-
 def test_ddp_ranks_use_the_same_size_at_every_step(tmp_path: Path) -> None:
     """train.py with 2 CPU processes (gloo), a schedule and a 1-hour max_time, rank 1's clock 40 minutes ahead: per
     step both ranks train at the same size, rank 0's (on its own clock rank 1 would be at 67 % of the time budget)."""
     records = tmp_path / "records"
     schedule = ["data.image_size=64", "data.batch_size=2", "data.resolution_schedule=[[0,32],[0.5,64]]",
                 "+trainer.max_time=00:01:00:00"]  # fmt: skip
-    train_two_ddp_processes(tmp_path, schedule, f"{__name__}.RecordSizesSkewedClock", records)
+    train_two_ddp_processes(tmp_path, schedule, target(RecordSizesSkewedClock), records)
     steps = [json.loads((records / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert len(steps[0]) > 0 and steps[0] == steps[1]  # per step: the same epoch, size and batch length
     assert {(epoch, size) for epoch, size, _ in steps[0]} == {(0, 32), (1, 64)}

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import lightning as L
 import pytest
 from conftest import FAST_TRAIN, TINY_SYNTHETIC, user_error
-from lightning.pytorch.callbacks import Callback
+from recorders import RecordLR, StopAfterFirstEpoch, target
 
 from mobilevit.resume import RECORD_FILE, config_changes
 from train import train
@@ -19,28 +18,10 @@ STEPS_PER_EPOCH = 3
 # resume that rebuilt today's defaults would fail or train another network.
 RUN = [
     *TINY_SYNTHETIC, *FAST_TRAIN, "model=mobilevit_xxs", "logger=none", "test=false", "callbacks.reports=null",
-    "augmentation=none", "trainer.max_epochs=3", "optimizer.lr=2e-3", f"+callbacks.lr._target_={__name__}.RecordLR",
+    "augmentation=none", "trainer.max_epochs=3", "optimizer.lr=2e-3", f"+callbacks.lr._target_={target(RecordLR)}",
 ]  # fmt: skip
 # What a resume command passes: where to resume from, and the test's location settings (paths come from today).
 RESUME_BASE = ["trainer.enable_progress_bar=false"]
-
-
-class RecordLR(Callback):
-    """The learning rate of every optimizer step this process ran: {global step: lr of the first param group}."""
-
-    def __init__(self) -> None:
-        self.lrs: dict[int, float] = {}
-
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        self.lrs[trainer.global_step] = trainer.optimizers[0].param_groups[0]["lr"]
-
-
-class StopAfterFirstEpoch(Callback):
-    """Ends fit after epoch 0, its checkpoint written: an interrupted run, configured for more epochs."""
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.current_epoch == 0:
-            trainer.should_stop = True
 
 
 def _recorded_lrs(objects: dict) -> dict[int, float]:
@@ -49,7 +30,7 @@ def _recorded_lrs(objects: dict) -> dict[int, float]:
 
 
 def _interrupted_run(make_cfg, extra: list[str] = ()) -> Path:
-    cfg = make_cfg([*RUN, *extra, f"+callbacks.stop._target_={__name__}.StopAfterFirstEpoch"], run_name="first")
+    cfg = make_cfg([*RUN, *extra, f"+callbacks.stop._target_={target(StopAfterFirstEpoch)}"], run_name="first")
     _, objects = train(cfg)
     assert objects["trainer"].global_step == STEPS_PER_EPOCH
     return Path(cfg.paths.output_dir)
@@ -73,7 +54,7 @@ def test_resume_without_the_runs_overrides_continues_the_run(make_cfg) -> None:
 
     record = json.loads((Path(cfg.paths.output_dir) / RECORD_FILE).read_text())
     assert record["run_dir"] == str(first_dir) and record["global_step"] == STEPS_PER_EPOCH
-    assert record["changed"] == {"callbacks.stop._target_": [f"{__name__}.StopAfterFirstEpoch", None]}
+    assert record["changed"] == {"callbacks.stop._target_": [target(StopAfterFirstEpoch), None]}
 
 
 @pytest.mark.parametrize("scheduler", ["none", "linear"])

@@ -6,11 +6,10 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from conftest import FAST_TRAIN, TINY_SYNTHETIC, train_two_ddp_processes
-from lightning.pytorch import Callback
+from recorders import RecordBatches, target
 from torch.utils.data import DistributedSampler
 
 from mobilevit.data import (
@@ -142,41 +141,11 @@ def test_augmentation_must_be_a_size_free_preset(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- real DDP run
 
 
-class RecordBatches(Callback):
-    """Writes every training step's image size, batch length and sample indices to ``<folder>/rank<r>.json``."""
-
-    def __init__(self, folder: str) -> None:
-        self.folder = Path(folder)
-        self.steps: list[dict] = []
-        self.plan: list[list[tuple[int, int]]] = []
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.plan = list(trainer.train_dataloader.batch_sampler)  # this epoch's batches (deterministic)
-
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        images, _ = batch
-        self.steps.append(
-            {
-                "epoch": trainer.current_epoch,
-                "size": images.shape[-1],
-                "batch": images.shape[0],
-                "indices": [index for index, _ in self.plan[batch_idx]],
-                "planned_size": self.plan[batch_idx][0][1],
-                "sampler": type(trainer.train_dataloader.batch_sampler).__name__,
-            }
-        )
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        record = {"world_size": trainer.world_size, "steps": self.steps}
-        (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
-
-
 def test_ddp_two_processes_same_sizes_disjoint_shards(tmp_path: Path) -> None:
     """train.py with 2 CPU processes (gloo): per step both ranks use the same size; shards are disjoint."""
     records = tmp_path / "records"
     multiscale = ["data.image_size=48", "data.batch_size=4", "data.multiscale=true", "data.multiscale_sizes=[32,48,64]"]
-    train_two_ddp_processes(tmp_path, multiscale, f"{__name__}.RecordBatches", records)
+    train_two_ddp_processes(tmp_path, multiscale, target(RecordBatches), records)
     ranks = [json.loads((records / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert all(rank["world_size"] == 2 for rank in ranks)
     steps = [rank["steps"] for rank in ranks]

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import hydra
 import pytest
-import torch.nn.functional as F
 import yaml
 from conftest import FAST_TRAIN, ROOT, TINY_SYNTHETIC, subprocess_env
-from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf
+from recorders import Score, ScriptedValidation, target
 
 SEARCHED = {"optimizer.lr", "optimizer.weight_decay", "module.label_smoothing", "model.drop_rate"}
 
@@ -30,23 +29,10 @@ def test_optuna_search_space_fits_the_config(experiment: str | None, make_cfg) -
         assert OmegaConf.select(cfg, key, default=None) is not None, key
 
 
-class ScriptedValidation(Callback):
-    """Validation predictions scripted from the targets: all right after the first epoch, all wrong after the others
-    (val/acc 1.0, then 0.0), so a trial's best value and its final value differ."""
-
-    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
-        shift = 0 if trainer.current_epoch == 0 and not trainer.sanity_checking else 1
-        wanted = (batch[1] + shift) % pl_module.num_classes
-        self.hook = pl_module.register_forward_hook(lambda module, args, out: 10.0 * F.one_hot(wanted, out.shape[1]))
-
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        self.hook.remove()
-
-
 def test_optuna_sweep_runs_two_trials(tmp_path: Path, shared_data_dir: Path) -> None:
     """Two trials of 2 epochs each, whose val/acc is 1.0 after epoch 1 and 0.0 after epoch 2: the sweep optimises
     each trial's best value (1.0), not its final one."""
-    env = {**subprocess_env(), "PYTHONPATH": str(ROOT / "tests")}  # this module, for the scripted validation
+    env = {**subprocess_env(), "PYTHONPATH": str(ROOT / "tests")}  # recorders, for the scripted validation
     result = subprocess.run(
         [
             sys.executable,
@@ -62,7 +48,7 @@ def test_optuna_sweep_runs_two_trials(tmp_path: Path, shared_data_dir: Path) -> 
             "+trainer.limit_train_batches=2",
             "logger=none",
             "test=false",
-            f"+callbacks.scripted._target_={__name__}.ScriptedValidation",
+            f"+callbacks.scripted._target_={target(ScriptedValidation)}",
         ],
         cwd=ROOT,
         env=env,
@@ -108,7 +94,6 @@ import signal  # noqa: E402
 import time  # noqa: E402
 import zipfile  # noqa: E402
 
-import lightning as L  # noqa: E402
 import optuna  # noqa: E402
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
@@ -187,27 +172,10 @@ def test_malformed_search_space_names_the_key(expression: str, reason: str) -> N
     assert "choice(a, b, ...), range(start, stop[, step]), interval(low, high)" in message and "\n" not in message
 
 
-class Score(L.Callback):
-    """Logs ``val/score`` = ``value`` at every validation: a metric the test controls, for pruning tests. With
-    ``record``, each rank writes the epochs it trained to ``<record>/rank<r>``."""
-
-    def __init__(self, value: float, record: str | None = None) -> None:
-        self.value = value
-        self.record = record
-
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        pl_module.log("val/score", float(self.value), sync_dist=True)
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.record:
-            Path(self.record).mkdir(parents=True, exist_ok=True)
-            (Path(self.record) / f"rank{trainer.global_rank}").write_text(str(trainer.current_epoch))
-
-
 # The random sampler with this seed draws score 1.0 for trial 0, then 0.0 for trial 1.
 SCORED = [
     "hydra.sweeper.params=null", "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=10",
-    "hydra.sweeper.pruner.n_startup_trials=1", "optimized_metric=val/score", "+callbacks.score._target_=test_sweeps.Score",
+    "hydra.sweeper.pruner.n_startup_trials=1", "optimized_metric=val/score", f"+callbacks.score._target_={target(Score)}",
     "+callbacks.score.value=choice(1.0, 0.0)",
 ]  # fmt: skip
 # One optimizer step and one validation batch per epoch, no reports: a trial is a few seconds.
@@ -227,7 +195,7 @@ def _sweep_command(sweep_dir: Path, shared_data_dir: Path, *overrides: str) -> l
 
 def _sweep(sweep_dir: Path, shared_data_dir: Path, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
     env = subprocess_env()
-    env["PYTHONPATH"] = str(ROOT / "tests")  # test_sweeps.Score
+    env["PYTHONPATH"] = str(ROOT / "tests")  # recorders.Score
     return subprocess.run(
         _sweep_command(sweep_dir, shared_data_dir, *overrides),
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,

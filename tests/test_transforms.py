@@ -1,4 +1,5 @@
-"""Augmentation presets (none, basic, crop_flip_jitter, crop_flip_trivialaugment, strong), batch MixUp/CutMix, and how they reach the loaders."""
+"""mobilevit/data/transforms.py: single transforms (eval, none, basic), the augmentation presets (none, basic,
+crop_flip_jitter, crop_flip_trivialaugment, strong), batch MixUp/CutMix, and how they reach the loaders."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import check_image_tensor
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
@@ -204,6 +206,78 @@ def test_deprecated_preset_name_is_the_renamed_function() -> None:
 def test_bad_settings_name_the_config_key(make, key: str) -> None:
     with pytest.raises(UserInputError, match=key.replace(".", r"\.")):
         make()
+
+
+# ----------------------------------------------------------------------------- single transforms
+
+
+def _pil_images() -> dict[str, Image.Image]:
+    return {
+        "RGB": Image.new("RGB", (80, 50), (255, 0, 0)),
+        "L": Image.new("L", (50, 80), 128),
+        "RGBA": Image.new("RGBA", (60, 60), (0, 0, 255, 100)),
+        "CMYK": Image.new("CMYK", (40, 70), (0, 255, 0, 0)),
+        "P": Image.new("RGB", (45, 45), (0, 200, 0)).convert("P"),
+    }
+
+
+@pytest.mark.parametrize(
+    "make_transform",
+    [
+        lambda: eval_transform(32),
+        lambda: no_augmentation(32, crop_pct=0.875),
+        lambda: basic_augmentation(32),
+        lambda: basic_augmentation(32, scale=[0.5, 1.0], hflip_prob=1.0),
+        lambda: seed_augmentation(32),
+        lambda: strong_augmentation(32),
+        lambda: strong_augmentation(32, auto_augment="randaugment", random_erase_prob=1.0),
+    ],
+    ids=["eval", "none", "basic", "basic-custom", "seed", "strong", "strong-randaugment"],
+)
+def test_transforms_shape_dtype_range(make_transform) -> None:
+    transform = make_transform()
+    for image in _pil_images().values():
+        out = transform(image)
+        check_image_tensor(out, 32)
+    # uint8 tensors, RGB and single channel
+    check_image_tensor(transform(torch.randint(0, 256, (3, 40, 70), dtype=torch.uint8)), 32)
+    check_image_tensor(transform(torch.randint(0, 256, (1, 50, 50), dtype=torch.uint8)), 32)
+
+
+def test_eval_transform_resizes_then_center_crops() -> None:
+    # Left half black, right half white: center crop of a wide image must contain both.
+    image = Image.new("L", (200, 100), 0)
+    image.paste(255, (100, 0, 200, 100))
+    out = eval_transform(64, crop_pct=0.5)(image)  # resize shorter side to 128, crop 64
+    assert out[:, :, :20].max() < 0.05 and out[:, :, -20:].min() > 0.95
+    assert torch.allclose(out[0], out[1]) and torch.allclose(out[1], out[2])  # gray -> RGB copies
+    # Deterministic, and identical to the `none` preset.
+    torch.testing.assert_close(out, no_augmentation(64, crop_pct=0.5)(image))
+
+
+def test_basic_augmentation_flips() -> None:
+    image = Image.new("L", (64, 64), 0)
+    image.paste(255, (0, 0, 32, 64))  # white left half
+    flipped = basic_augmentation(64, scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip_prob=1.0)(image)
+    assert flipped[:, :, :30].max() < 0.05 and flipped[:, :, -30:].min() > 0.95
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "text"),
+    [
+        ({"image_size": 0}, "image_size"),
+        ({"image_size": 32, "scale": (0.9, 0.1)}, "augmentation.scale"),
+        ({"image_size": 32, "hflip_prob": 2.0}, "augmentation.hflip_prob"),
+    ],
+)
+def test_basic_augmentation_rejects_bad_args(kwargs, text) -> None:
+    with pytest.raises(UserInputError, match=text):
+        basic_augmentation(**kwargs)
+
+
+def test_eval_transform_rejects_bad_crop_pct() -> None:
+    with pytest.raises(UserInputError, match="crop_pct"):
+        eval_transform(32, crop_pct=1.5)
 
 
 # ----------------------------------------------------------------------------- through the data module
