@@ -84,7 +84,7 @@ def test_configs_instantiate(tmp_path: Path, augmentation: str) -> None:
     assert isinstance(dm, SyntheticDataModule) and dm.augmentation is preset
     _check_image_tensor(dm.train_transform(48)(Image.new("RGB", (70, 90))), 48)
     assert dm.root == tmp_path / "synthetic" and dm.num_classes == 6
-    assert not dm.multiscale and dm.multiscale_seed == 0  # no root `seed` key here
+    assert not dm.multiscale and dm.shuffle_seed == 0  # no root `seed` key here
 
     flowers = instantiate(_config("flowers102", augmentation, tmp_path).data)
     assert isinstance(flowers, Flowers102DataModule)
@@ -111,7 +111,7 @@ def test_data_configs_multiscale_keys(tmp_path: Path) -> None:
         cfg = _config(data, "basic", tmp_path, multiscale=True, root=str(tmp_path / "mine"))
         cfg.seed = 7
         dm = instantiate(cfg.data, augmentation=instantiate(cfg.augmentation))
-        assert dm.multiscale and dm.multiscale_seed == 7
+        assert dm.multiscale and dm.shuffle_seed == 7
         factors = [0.625, 0.75, 1.0, 1.125, 1.25]
         expected = sorted({max(32, int(f * dm.image_size / 32 + 0.5) * 32) for f in factors})
         assert dm.multiscale_sizes == expected

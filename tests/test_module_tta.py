@@ -1,5 +1,5 @@
-"""Flip test-time augmentation (mobilevit.module.hflip_tta_logits) in the module's val/test/predict steps,
-evaluate.py and mobilevit.predict."""
+"""Flip test-time augmentation (mobilevit.inference.hflip_tta_logits, tested in test_inference.py) in the module's
+val/test/predict steps, evaluate.py and mobilevit.predict."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 from conftest import FAST_TRAIN, TINY_SYNTHETIC, compose_config
 from evaluate import evaluate
@@ -15,29 +14,8 @@ from mobilevit.inference import hflip_tta_logits
 from mobilevit.module import ImageClassifier
 from mobilevit.predict import Classifier
 from recorders import SnapshotFinalWeights, target
+from test_inference import LeftHalf
 from train import train
-
-
-class LeftHalf(nn.Module):
-    """Logits that see only the left half of the image, so an image and its mirror disagree."""
-
-    num_classes = 3
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.classifier = nn.Linear(3, 3)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.classifier(images[..., : images.shape[-1] // 2].mean(dim=(2, 3)))
-
-
-def test_flip_tta_is_the_mean_of_the_two_views_probabilities() -> None:
-    torch.manual_seed(0)
-    net, images = LeftHalf(), torch.rand(4, 3, 8, 8)
-    expected = (net(images).softmax(1) + net(images.flip(-1)).softmax(1)) / 2
-    assert not torch.allclose(net(images).softmax(1), expected, atol=1e-3)  # the mirror matters here
-    torch.testing.assert_close(hflip_tta_logits(net, images).softmax(1), expected, rtol=0, atol=1e-6)
-    torch.testing.assert_close(hflip_tta_logits(net, images).exp(), expected, rtol=0, atol=1e-6)
 
 
 def test_module_applies_it_in_eval_only() -> None:

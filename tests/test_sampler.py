@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from pathlib import Path
 
@@ -134,6 +135,17 @@ def test_augmentation_must_be_a_size_free_preset(tmp_path: Path) -> None:
     built = basic_augmentation(32)  # an Augmentation built at one size, not the preset itself
     with pytest.raises(UserInputError, match="augmentation must be a configs/augmentation preset"):
         SyntheticDataModule(tmp_path, multiscale=True, augmentation=built)
+    with pytest.raises(UserInputError, match="data.shuffle_seed"):
+        SyntheticDataModule(tmp_path, multiscale=True, shuffle_seed=-1)
+
+
+def test_the_deprecated_multiscale_seed_still_seeds_the_shuffle(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="mobilevit.data.base"):
+        dm = SyntheticDataModule(tmp_path, multiscale=True, shuffle_seed=1, multiscale_seed=3)
+    assert dm.shuffle_seed == 3
+    assert "data.multiscale_seed is deprecated (removed in 0.2.0): use data.shuffle_seed=3." in caplog.text
     with pytest.raises(UserInputError, match="data.multiscale_seed"):
         SyntheticDataModule(tmp_path, multiscale=True, multiscale_seed=-1)
 

@@ -12,13 +12,18 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from mobilevit.data.batchnorm import drops_untrainable_batch, log_dropped_batch
 from mobilevit.data.cache import DecodedImageCache, TransformedDataset
-from mobilevit.data.images import file_listing, require_utf8_names, scan_images, unreadable_summary
+from mobilevit.data.images import (
+    file_listing,
+    require_utf8_names,
+    scan_images,
+    unreadable_summary,
+    warn_scan_result,
+)
 from mobilevit.data.loading import DropSkipped, SkipUnreadable, distributed_replicas, worker_start_method
 from mobilevit.data.resolution import ResolutionSchedule
 from mobilevit.data.sampler import MultiScaleBatchSampler, MultiScaleDataset, resolve_multiscale_sizes
@@ -53,11 +58,6 @@ SCANNED_SPLITS: dict[str | None, tuple[str, ...]] = {
 Transform = Callable[[Any], torch.Tensor]
 
 
-@rank_zero_only
-def _log_warning(message: str) -> None:
-    log.warning(message)
-
-
 class ImageClassificationDataModule(L.LightningDataModule, ABC):
     """Base data module: shared arguments, the image scan, datasets and dataloaders for the sizes it is asked for.
 
@@ -89,8 +89,9 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
             validation and test stay at ``eval_image_size``.
         multiscale_sizes: training resolutions at ``image_size``; None derives them from ``image_size``
             (256 -> 160, 192, 256, 288, 320). Under a resolution schedule they scale with the scheduled size.
-        multiscale_seed: seed of the training shuffle's DDP shards and of the multi-scale resolution order (the same
-            on all ranks).
+        shuffle_seed: seed of the training shuffle's DDP shards and of the multi-scale resolution order (the same
+            on all ranks; ``data.shuffle_seed``, the run's ``seed`` by default).
+        multiscale_seed: deprecated name of ``shuffle_seed`` (it seeds more than multi-scale); removed in 0.2.0.
         skip_bad_images: what to do with image files that :meth:`check_images` finds unreadable: False stops
             with one error that lists them all, True trains without them and logs which. With True, a file that
             still fails when a batch is loaded (it changed after the scan) is left out of that batch and logged.
@@ -120,7 +121,8 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         augmentation: AugmentationPreset | None = None,
         multiscale: bool = False,
         multiscale_sizes: Sequence[int] | None = None,
-        multiscale_seed: int | None = 0,
+        shuffle_seed: int | None = 0,
+        multiscale_seed: int | None = None,
         skip_bad_images: bool = False,
         resolution_schedule: Sequence[Sequence[Any]] | None = None,
         resolution_schedule_batch: str = "fixed",
@@ -155,8 +157,13 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
             multiscale_sizes=tuple(resolve_multiscale_sizes(image_size, multiscale_sizes) if multiscale else ()),
             explicit_multiscale_sizes=multiscale_sizes is not None,
         )
-        seed = 0 if multiscale_seed is None else multiscale_seed
-        self.multiscale_seed = require_int(seed, "data.multiscale_seed", 0)
+        seed_key = "data.shuffle_seed"
+        if multiscale_seed is not None:
+            log.warning(
+                "data.multiscale_seed is deprecated (removed in 0.2.0): use data.shuffle_seed=%s.", multiscale_seed
+            )
+            shuffle_seed, seed_key = multiscale_seed, "data.multiscale_seed"
+        self.shuffle_seed = require_int(0 if shuffle_seed is None else shuffle_seed, seed_key, 0)
         self.cache_images = bool(cache_images)
         self.skip_bad_images = bool(skip_bad_images)
         self.bad_images: dict[Path, str] = {}  # unreadable files found so far -> reason (left out of the datasets)
@@ -243,7 +250,7 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
                 f"{unreadable_summary(bad, self.root)}: fix or delete them, or set data.skip_bad_images=true to "
                 f"train without them.\n{file_listing(bad, self.root)}"
             )
-        _log_warning(
+        warn_scan_result(
             f"data.skip_bad_images=true: leaving out {unreadable_summary(bad, self.root)}.\n"
             f"{file_listing(bad, self.root)}"
         )
@@ -361,7 +368,7 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
         training loader uses :class:`MultiScaleBatchSampler`. Under DDP (:func:`~mobilevit.data.loading.
         distributed_replicas`) every loader is sharded here, so the Trainer runs with ``use_distributed_sampler=False``
         (configs/trainer/default.yaml): the training split by a ``DistributedSampler`` seeded with
-        ``multiscale_seed`` (padded to equal shares, reshuffled each epoch by Lightning's ``set_epoch``), the
+        ``shuffle_seed`` (padded to equal shares, reshuffled each epoch by Lightning's ``set_epoch``), the
         validation and test splits without padding (each image on exactly one rank). ``size``: the training size
         (default :meth:`train_size`), decided once so the dataset and the batches agree.
         """
@@ -390,11 +397,11 @@ class ImageClassificationDataModule(L.LightningDataModule, ABC):
             sampler = UnrepeatedDistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=False)
         elif is_train and (world_size > 1 or self.multiscale):
             sampler = DistributedSampler(
-                dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=self.multiscale_seed
+                dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=self.shuffle_seed
             )
         if is_train and self.multiscale:
             batch_sampler = MultiScaleBatchSampler(
-                sampler, self.size_plan.multiscale_sizes_at(size), size, batch_size, seed=self.multiscale_seed
+                sampler, self.size_plan.multiscale_sizes_at(size), size, batch_size, seed=self.shuffle_seed
             )
             if batch_sampler.dropped:
                 log_dropped_batch(batch_sampler.dropped, batch_sampler.dropped_size, len(sampler), world_size)

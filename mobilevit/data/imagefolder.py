@@ -8,7 +8,7 @@ from typing import Any
 
 from torchvision.datasets import ImageFolder
 
-from mobilevit.data.base import SPLITS, ImageClassificationDataModule, Transform, _log_warning
+from mobilevit.data.base import SPLITS, ImageClassificationDataModule, Transform
 from mobilevit.data.images import (
     IMAGE_EXTENSIONS,
     file_listing,
@@ -16,6 +16,7 @@ from mobilevit.data.images import (
     load_image,
     non_image_files,
     require_utf8_names,
+    warn_scan_result,
 )
 from mobilevit.errors import UserInputError
 
@@ -132,7 +133,7 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         folders = [self.root / split / name for split in splits for name in self.class_names]
         others = non_image_files(folder for folder in folders if folder.is_dir())
         if others:
-            _log_warning(
+            warn_scan_result(
                 f"Left out {len(others)} file{'s' if len(others) != 1 else ''} without an image extension "
                 f"({', '.join(EXTENSIONS)}) in the class folders of {self.root}:\n{file_listing(others, self.root)}"
             )

@@ -3,6 +3,7 @@ finds unreadable files before training starts."""
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -10,9 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image, ImageOps, JpegImagePlugin
 
 from mobilevit.errors import UserInputError
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".jfif"}
@@ -135,6 +139,12 @@ def file_listing(files: dict[Path, str] | Iterable[Path], root: str | Path) -> s
     files to reasons (for the messages that list bad or left-out files)."""
     reasons = files if isinstance(files, dict) else dict.fromkeys(files, "")
     return "\n".join(f"  {_relative(path, root)}{': ' + reason if reason else ''}" for path, reason in reasons.items())
+
+
+@rank_zero_only
+def warn_scan_result(message: str) -> None:
+    """Log what the start-up scan left out (unreadable or non-image files), once: on global rank 0 under DDP."""
+    log.warning(message)
 
 
 def unreadable_summary(bad: dict[Path, str], root: str | Path) -> str:
