@@ -8,7 +8,7 @@ from typing import Any
 import hydra
 import lightning as L
 
-from mobilevit.data.base import ImageClassificationDataModule
+from mobilevit.data.base import RENAMED_ARGUMENTS, ImageClassificationDataModule
 from mobilevit.errors import UserInputError
 from mobilevit.models.pretrained import Weights, safe_torch_load, weights_from_loaded
 from mobilevit.module import ImageClassifier
@@ -109,6 +109,11 @@ def datamodule_from_weights(weights: Weights, overrides: dict[str, Any] | None =
     if weights.run_config is None:
         raise UserInputError(f"{weights.source} stores no run config (data); pass a .ckpt written by train.py.")
     data_cfg = dict(weights.run_config["data"])
+    for old, new in RENAMED_ARGUMENTS.items():  # a config stored before a rename: read under the new name, silently
+        if old in data_cfg:
+            value = data_cfg.pop(old)
+            if value is not None:  # as the data module reads it: a set old name wins
+                data_cfg[new] = value
     data_cfg.update({key: value for key, value in (overrides or {}).items() if value is not None})
     datamodule = hydra.utils.instantiate(data_cfg)
     require_trained_classes(weights, datamodule, "evaluate on data with the classes the model was trained on")

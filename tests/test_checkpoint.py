@@ -3,6 +3,7 @@ stored run config; a stored ``_target_`` that names other code)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 from conftest import user_error
 
 from evaluate import evaluate
+from mobilevit.checkpoint import datamodule_from_weights, read_trained
 from mobilevit.errors import UserInputError
 from mobilevit.models import create_model
 from mobilevit.predict import Classifier
@@ -60,3 +62,16 @@ def checkpoint_with_cfg(tmp_path: Path):
         return path
 
     return make
+
+
+def test_a_data_argument_renamed_since_the_run_is_read_under_its_new_name(
+    checkpoint_with_cfg, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Checkpoints and sidecars written before data.multiscale_seed became data.shuffle_seed still load: the stored
+    value is used, without the deprecation line meant for configs a user writes."""
+    data = {"_target_": "mobilevit.data.SyntheticDataModule", "root": str(tmp_path / "data"), "num_classes": 3,
+            "image_size": 32}  # fmt: skip
+    path = checkpoint_with_cfg("old_run", {"data": {**data, "multiscale_seed": 42}})
+    with caplog.at_level(logging.WARNING):
+        datamodule = datamodule_from_weights(read_trained(path))
+    assert datamodule.shuffle_seed == 42 and "deprecated" not in caplog.text

@@ -57,6 +57,10 @@ SCANNED_SPLITS: dict[str | None, tuple[str, ...]] = {
 
 Transform = Callable[[Any], torch.Tensor]
 
+# Data-module arguments renamed since 0.1.0: old name -> new name. Stored run configs (checkpoints, sidecars) written
+# before a rename are read with the new name (mobilevit.checkpoint.datamodule_from_weights); removed in 0.2.0.
+RENAMED_ARGUMENTS: dict[str, str] = {"multiscale_seed": "shuffle_seed"}
+
 
 class ImageClassificationDataModule(L.LightningDataModule, ABC):
     """Base data module: shared arguments, the image scan, datasets and dataloaders for the sizes it is asked for.
