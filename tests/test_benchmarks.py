@@ -107,3 +107,49 @@ def test_model_choice_table_has_every_variant_with_measured_latency() -> None:
     assert [row.split(" | ")[0].strip("| ") for row in rows] == list_models()
     assert all(float(row.split(" | ")[3].split()[0]) > 0 for row in rows)  # a real timing in every row
     assert "| mobilevit_xxs | 1.3 M | 69.0 % |" in table
+
+
+def _evaluated(folder: Path, evaluated: Path, top1: float, **metrics: str) -> Path:
+    """An evaluate.py output directory for ``evaluated`` (what its metrics.json holds)."""
+    folder.mkdir(parents=True)
+    record = {"top1": top1, "top5": 0.95, "num_images": 1000, "split": "test", "hflip_tta": True,
+              "ckpt_path": str(evaluated), "model": "mobilevit_xxs", **metrics}  # fmt: skip
+    (folder / "metrics.json").write_text(json.dumps(record))
+    return folder
+
+
+def test_shipped_accuracy_compares_each_artifact_with_its_checkpoint(tmp_path: Path, capsys) -> None:
+    from benchmarks import shipped_accuracy
+
+    checkpoint = tmp_path / "run_a" / "checkpoints" / "last.ckpt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"x")
+    artifacts = {"fp32.onnx": (1000, None), "int8.onnx": (260, {"scheme": "int8", "method": "entropy",
+                 "calibration_images": 300})}  # fmt: skip
+    for name, (size, quantization) in artifacts.items():
+        (tmp_path / name).write_bytes(b"\0" * size)
+        (tmp_path / f"{name}.json").write_text(json.dumps({"source": str(checkpoint), "quantization": quantization}))
+    dirs = [
+        _evaluated(tmp_path / "eval_ckpt", checkpoint, 0.80),
+        _evaluated(tmp_path / "eval_fp32", tmp_path / "fp32.onnx", 0.80, artifact="onnx", weights="fp32"),
+        _evaluated(tmp_path / "eval_int8", tmp_path / "int8.onnx", 0.79, artifact="onnx", weights="int8"),
+    ]
+    record_path, table_path = tmp_path / "shipped.json", tmp_path / "shipped.md"
+    assert shipped_accuracy.main([*map(str, dirs), "--json", str(record_path), "--markdown", str(table_path)]) == 0
+    table = table_path.read_text()
+    assert table.startswith("`run_a/last.ckpt`: mobilevit_xxs, test split, 1000 images, flip TTA")
+    assert "| PyTorch (checkpoint) | fp32 |  |  | 80.0 % | 95.0 % |  |" in table
+    assert "| ONNX Runtime | fp32 |  | 0.00 MB | 80.0 % | 95.0 % | +0.0 pt |" in table
+    int8_row = "| ONNX Runtime | int8 | entropy, 300 images | 0.00 MB (26.0 % of fp32) | 79.0 % | 95.0 % | -1.0 pt |"
+    assert int8_row in table
+    assert str(tmp_path) not in record_path.read_text()  # names, not machine paths
+    assert shipped_accuracy.main(["--table", str(record_path)]) == 0
+    assert capsys.readouterr().out.endswith(table)  # the table is regenerated from the record alone
+
+
+def test_shipped_accuracy_names_a_directory_without_results(tmp_path: Path, capsys) -> None:
+    from benchmarks import shipped_accuracy
+
+    with pytest.raises(SystemExit) as exit_info:
+        shipped_accuracy.main([str(tmp_path)])
+    assert exit_info.value.code == 2 and f"{tmp_path}: no metrics.json" in capsys.readouterr().err
