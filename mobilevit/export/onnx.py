@@ -108,17 +108,44 @@ class _ImageReader:
         return None if batch is None else {"images": batch.numpy()}
 
 
+# Entropy calibration (Migacz, "8-bit Inference with TensorRT", GTC 2017): a histogram of each activation, searched
+# for the 8-bit range (128 quantized bins) with the least KL divergence from it. quantize_static builds its entropy
+# calibrator with 128 bins for 128 quantized bins: a single candidate, the full range, so its "entropy" files equalled
+# the min/max ones byte for byte. TensorRT's 2048 bins give 961 candidate ranges per tensor (6 % to 100 % of the
+# largest value), which ONNX Runtime searches in Python: minutes for mobilevit_xxs's 311 tensors on 2 cores.
+ENTROPY_HISTOGRAM_BINS = 2048
+ENTROPY_QUANTIZED_BINS = 128
+
+
+def _entropy_ranges(model: Path, reader: _ImageReader, op_types: list[str], output: Path, bins: int) -> None:
+    """Calibrate ``model``'s activation ranges with ONNX Runtime's entropy calibrator on a histogram of ``bins`` bins
+    (:data:`ENTROPY_QUANTIZED_BINS` quantized) and save them where ``quantize_static`` reads a calibration cache."""
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
+
+    calibrator = create_calibrator(
+        model,
+        op_types,
+        augmented_model_path=str(output.with_name("entropy_augmented.onnx")),
+        calibrate_method=CalibrationMethod.Entropy,
+        extra_options={"num_bins": bins, "num_quantized_bins": ENTROPY_QUANTIZED_BINS},
+    )
+    calibrator.collect_data(reader)
+    save_tensors_data(calibrator.compute_data(), output)
+
+
 def quantize_onnx(
     fp32_path: str | Path,
     output: str | Path,
     images: torch.Tensor,
     method: str = "minmax",
     float_ops: tuple[str, ...] = (),
+    entropy_bins: int = ENTROPY_HISTOGRAM_BINS,
 ) -> dict:
     """Static int8 quantization of an fp32 ONNX file with ONNX Runtime: QDQ format, int8 weights per channel
     (symmetric), uint8 activations, ranges calibrated on ``images`` (N, 3, H, W) with ``method``.
 
-    ``float_ops`` names groups of :data:`FLOAT_OP_GROUPS` kept in float32. Returns what was done (for the sidecar).
+    ``float_ops`` names groups of :data:`FLOAT_OP_GROUPS` kept in float32; ``entropy_bins``: the histogram of
+    ``method="entropy"`` (fewer bins search fewer, coarser ranges, faster). Returns what was done (for the sidecar).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -137,6 +164,10 @@ def quantize_onnx(
         excluded_types = {op for group in float_ops for op in FLOAT_OP_GROUPS[group]}
         op_types = sorted({node.op_type for node in graph.node} & set(QUANTIZED_OP_TYPES) - excluded_types)
         exclude = _attention_matmuls(prepared) if "attention" in float_ops else []
+        ranges = None
+        if method == "entropy":
+            ranges = Path(tmp) / "entropy_ranges.json"
+            _entropy_ranges(prepared, _ImageReader(images), op_types, ranges, entropy_bins)
         quantize_static(
             str(prepared),
             str(output),
@@ -152,9 +183,11 @@ def quantize_onnx(
             }[method],
             op_types_to_quantize=op_types,
             nodes_to_exclude=exclude,
-            extra_options={"CalibMaxIntermediateOutputs": 8} if method != "minmax" else {},
+            extra_options={"CalibMaxIntermediateOutputs": 8} if method == "percentile" else {},
+            calibration_cache_path=ranges,
         )
-    return {"runtime": "onnxruntime", "float_ops": list(float_ops), "excluded_nodes": len(exclude)}
+    done = {"runtime": "onnxruntime", "float_ops": list(float_ops), "excluded_nodes": len(exclude)}
+    return {**done, "histogram_bins": entropy_bins} if method == "entropy" else done
 
 
 def int8_tensor_count(path: str | Path) -> tuple[int, int]:
