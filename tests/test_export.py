@@ -83,15 +83,23 @@ def _activation_scales(graph: onnx.GraphProto) -> dict[str, float]:
     return {node.input[0]: float(values[node.input[1]]) for node in graph.node if node.op_type == "QuantizeLinear"}
 
 
+def _consumers(graph: onnx.GraphProto, op_type: str) -> set[str]:
+    """The op types of the nodes that read the outputs of ``op_type`` nodes."""
+    outputs = {output for node in graph.node if node.op_type == op_type for output in node.output}
+    return {node.op_type for node in graph.node if outputs & set(node.input)}
+
+
 def test_every_calibration_method_quantizes_and_float_ops_stay_float(checkpoints, tmp_path: Path) -> None:
     """Each calibration method on 20 images (not a multiple of any batch size); ``float_ops=(softmax, norm,
-    attention)``: the softmax reads the float attention scores and LayerNorm its float scale and bias, where the
-    plain int8 file dequantizes them (a LayerNorm's first input may still come dequantized from the op before it)."""
+    attention, silu)``: the softmax reads the float attention scores, LayerNorm its float scale and bias and SiLU's Mul
+    its float Sigmoid, where the plain int8 file dequantizes them (a LayerNorm's first input may still come
+    dequantized from the op before it)."""
     fp32 = _export(checkpoints["mobilevit_xxs"], tmp_path / "m.onnx")
     images = torch.rand(20, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     graphs = {}
+    kept = ("softmax", "norm", "attention", "silu")
     for name, method, float_ops in [("minmax", "minmax", ()), ("percentile", "percentile", ()),
-                                    ("entropy", "entropy", ()), ("kept", "minmax", ("softmax", "norm", "attention"))]:
+                                    ("entropy", "entropy", ()), ("kept", "minmax", kept)]:
         path = tmp_path / f"{name}.onnx"
         done = quantize_onnx(fp32, path, images, method, float_ops, entropy_bins=512)  # 2048: minutes
         (logits,) = onnxruntime.InferenceSession(str(path)).run(None, {"images": images[:2].numpy()})
@@ -102,7 +110,9 @@ def test_every_calibration_method_quantizes_and_float_ops_stay_float(checkpoints
         assert _producers(graphs[name], "LayerNormalization", first_input=1) == {"DequantizeLinear"}
     assert "DequantizeLinear" not in _producers(graphs["kept"], "Softmax")
     assert _producers(graphs["kept"], "LayerNormalization", first_input=1) == {"initializer"}
-    assert done["excluded_nodes"] > 0  # the attention matmuls
+    assert "QuantizeLinear" in _consumers(graphs["minmax"], "Sigmoid")
+    assert _consumers(graphs["kept"], "Sigmoid") == {"Mul"}
+    assert done["excluded_nodes"] > 0  # the attention matmuls and the SiLUs
     # Each method chooses its own ranges (quantize_static's own entropy settings gave the min/max file byte for byte).
     # On 20 images the 99.999th percentile and the KL-optimal range are often the maximum, but not always.
     scales = {name: _activation_scales(graphs[name]) for name in ("minmax", "percentile", "entropy")}

@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     calib.add_argument(
         "--float-ops", nargs="*", default=[], choices=list(onnx_export.FLOAT_OP_GROUPS),
-        help="ONNX Runtime: operator groups kept in float32 (XNNPACK keeps softmax, norms and attention in float)",
+        help="ONNX Runtime: operator groups kept in float32 (XNNPACK keeps softmax, norms, attention, SiLU in float)",
     )  # fmt: skip
     calib.add_argument("--data-root", help="where the training data is (default: the checkpoint's data.root)")
     calib.add_argument("--seed", type=int, default=0, help="which calibration images are drawn")

@@ -21,11 +21,13 @@ QUANTIZED_OP_TYPES = (
     "Concat", "ReduceMean", "GlobalAveragePool", "AveragePool", "Resize",
 )  # fmt: skip
 # Operator groups --float-ops may keep in float32 (ONNX op types); "attention" is the two activation x activation
-# MatMuls of every attention layer (q kᵀ and attn v).
+# MatMuls of every attention layer (q kᵀ and attn v), "silu" the Sigmoid and Mul of every SiLU, x·σ(x) (XNNPACK and
+# LiteRT keep SiLU in float too). Found by pattern, these have no op types of their own here.
 FLOAT_OP_GROUPS = {
     "softmax": ("Softmax",),
     "norm": ("LayerNormalization", "GroupNormalization"),
     "attention": (),
+    "silu": (),
 }
 
 
@@ -96,6 +98,24 @@ def _attention_matmuls(path: Path) -> list[str]:
     ]
 
 
+def _silu_nodes(path: Path) -> list[str]:
+    """Names of the Sigmoid and Mul nodes of every SiLU: a Mul of a Sigmoid's output with that Sigmoid's input."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    sigmoids = {node.output[0]: node for node in graph.node if node.op_type == "Sigmoid"}
+    names = []
+    for node in graph.node:
+        if node.op_type != "Mul" or len(node.input) != 2:
+            continue
+        for gate, value in (node.input, node.input[::-1]):
+            sigmoid = sigmoids.get(gate)
+            if sigmoid is not None and sigmoid.input[0] == value:
+                names += [sigmoid.name, node.name]
+                break
+    return names
+
+
 class _ImageReader:
     """onnxruntime CalibrationDataReader over a float32 image tensor, one image per call: the histogram
     calibrators (percentile, entropy) stack the collected outputs, so every call must have the same shape."""
@@ -164,6 +184,7 @@ def quantize_onnx(
         excluded_types = {op for group in float_ops for op in FLOAT_OP_GROUPS[group]}
         op_types = sorted({node.op_type for node in graph.node} & set(QUANTIZED_OP_TYPES) - excluded_types)
         exclude = _attention_matmuls(prepared) if "attention" in float_ops else []
+        exclude += _silu_nodes(prepared) if "silu" in float_ops else []
         ranges = None
         if method == "entropy":
             ranges = Path(tmp) / "entropy_ranges.json"
