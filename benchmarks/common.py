@@ -215,6 +215,12 @@ def write_markdown(text: str, path: Path | None) -> None:
         path.write_text(text)
 
 
+def show_markdown(table: str, path: Path | None) -> None:
+    """Print a generated markdown table and write it to ``path`` (None: print only)."""
+    print(table, end="")
+    write_markdown(table, path)
+
+
 def print_machine(info: dict[str, Any]) -> str:
     """Print (and return) one line summarising the machine a run was measured on."""
     target = info.get("gpu") or info["cpu_model"]

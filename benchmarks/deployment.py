@@ -31,7 +31,7 @@ if __package__ in (None, ""):  # run as a script: make the `benchmarks` package 
 
 import torch
 
-from benchmarks.common import median, pin_threads, positive_int, print_machine, time_repeats, write_json, write_markdown
+from benchmarks.common import median, pin_threads, positive_int, print_machine, show_markdown, time_repeats, write_json
 from mobilevit.models import build_model, list_models
 from mobilevit.models.fuse import fuse_batchnorm
 from mobilevit.utils.machine import machine_info
@@ -155,8 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.table:
         table = markdown(json.loads(args.table.read_text()))
-        print(table, end="")
-        write_markdown(table, args.markdown)
+        show_markdown(table, args.markdown)
         return 0
     if args.quick:
         args.models, args.int8_models, args.image_size = ["mobilevit_xxs"], ["mobilevit_xxs"], 64
@@ -169,8 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {"threads": args.threads, "batch_size": args.batch_size, "machine": info, "rows": rows}
     write_json(record, args.json)
     table = markdown(record)
-    print(table, end="")
-    write_markdown(table, args.markdown)
+    show_markdown(table, args.markdown)
     return 0
 
 

@@ -24,7 +24,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the `benchmarks` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import write_json, write_markdown
+from benchmarks.common import show_markdown, write_json
 from mobilevit.errors import UserInputError
 from mobilevit.utils.run import exit_on_user_error
 
@@ -126,8 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             raise UserInputError("Pass evaluate.py output directories, or --table RECORD.")
         table = markdown(record)
-        print(table, end="")
-        write_markdown(table, args.markdown)
+        show_markdown(table, args.markdown)
     return 0
 
 
