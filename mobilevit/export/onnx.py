@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from mobilevit.errors import UserInputError
+
+if TYPE_CHECKING:  # onnx comes with the [export] extra
+    import onnx
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 18  # the dynamo exporter writes opset 18; converting down fails on MobileViT (pytorch #150592)
@@ -84,11 +88,8 @@ def export_onnx(model: nn.Module, output: str | Path, image_size: tuple[int, int
     return output
 
 
-def _attention_matmuls(path: Path) -> list[str]:
+def _attention_matmuls(graph: onnx.GraphProto) -> list[str]:
     """Names of MatMul nodes whose both inputs are activations (no weight initializer): the attention products."""
-    import onnx
-
-    graph = onnx.load(str(path)).graph
     constants = {init.name for init in graph.initializer}
     constants |= {output for node in graph.node if node.op_type == "Constant" for output in node.output}
     return [
@@ -98,11 +99,8 @@ def _attention_matmuls(path: Path) -> list[str]:
     ]
 
 
-def _silu_nodes(path: Path) -> list[str]:
+def _silu_nodes(graph: onnx.GraphProto) -> list[str]:
     """Names of the Sigmoid and Mul nodes of every SiLU: a Mul of a Sigmoid's output with that Sigmoid's input."""
-    import onnx
-
-    graph = onnx.load(str(path)).graph
     sigmoids = {node.output[0]: node for node in graph.node if node.op_type == "Sigmoid"}
     names = []
     for node in graph.node:
@@ -183,8 +181,8 @@ def quantize_onnx(
         graph = onnx.load(str(prepared)).graph
         excluded_types = {op for group in float_ops for op in FLOAT_OP_GROUPS[group]}
         op_types = sorted({node.op_type for node in graph.node} & set(QUANTIZED_OP_TYPES) - excluded_types)
-        exclude = _attention_matmuls(prepared) if "attention" in float_ops else []
-        exclude += _silu_nodes(prepared) if "silu" in float_ops else []
+        exclude = _attention_matmuls(graph) if "attention" in float_ops else []
+        exclude += _silu_nodes(graph) if "silu" in float_ops else []
         ranges = None
         if method == "entropy":
             ranges = Path(tmp) / "entropy_ranges.json"
