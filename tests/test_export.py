@@ -16,7 +16,9 @@ from conftest import FAST_TRAIN, TINY_SYNTHETIC, compose_config
 
 from mobilevit.checkpoint import datamodule_from_weights, read_trained
 from mobilevit.export import calibration, load_artifact, main as export_main
-from mobilevit.export.onnx import int8_tensor_count, quantize_onnx
+from mobilevit.export.onnx import FLOAT_OP_GROUPS, int8_tensor_count, quantize_onnx
+from mobilevit.models.mobilevit_v1 import MultiHeadSelfAttention
+from mobilevit.models.mobilevit_v2 import SeparableSelfAttention
 from mobilevit.export.sidecar import sidecar_path
 
 MODELS = ("mobilevit_xxs", "mobilevitv2_050")
@@ -122,6 +124,49 @@ def test_every_calibration_method_quantizes_and_float_ops_stay_float(checkpoints
         for method in ("percentile", "entropy")
     }
     assert changed["percentile"] > 0 and changed["entropy"] > 0, changed
+
+
+def _quantized(graph: onnx.GraphProto, names: list[str]) -> set[str]:
+    """The nodes among ``names`` that ONNX Runtime quantized: every input dequantized (or a weight) and the output
+    quantized. A node kept in float may still read a dequantized tensor (v1's q·kᵀ reads the int8 outputs of the Muls
+    that scale q and k), but it never has both."""
+    dequantized = {node.output[0] for node in graph.node if node.op_type == "DequantizeLinear"}
+    dequantized |= {init.name for init in graph.initializer}
+    quantized = {node.input[0] for node in graph.node if node.op_type == "QuantizeLinear"}
+    return {
+        node.name
+        for node in graph.node
+        if node.name in names and set(node.input) <= dequantized and node.output[0] in quantized
+    }
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_float_op_groups_find_v1_and_v2_nodes_and_keep_them_float(name: str, checkpoints, tmp_path: Path) -> None:
+    """Each --float-ops group finds as many nodes as the network has layers of its kind, in both families: torch
+    writes v2's GroupNorm as InstanceNormalization + an affine Mul and Add and its separable attention as Mul +
+    ReduceSum, where finding by op type kept nothing of v2 in float. The attention products and the GroupNorm affine
+    ops are quantized in the plain file and float with the groups kept."""
+    net = read_trained(checkpoints[name]).build()
+    layers = {kind: sum(isinstance(module, kind) for module in net.modules())
+              for kind in (MultiHeadSelfAttention, SeparableSelfAttention, torch.nn.LayerNorm, torch.nn.GroupNorm)}
+    attention = layers[MultiHeadSelfAttention] + layers[SeparableSelfAttention]
+    fp32 = _export(checkpoints[name], tmp_path / "m.onnx")
+    found = {group: find(onnx.load(str(fp32)).graph) for group, find in FLOAT_OP_GROUPS.items()}
+    assert attention > 0 and len(found["softmax"]) == attention
+    assert len(found["attention"]) == 2 * attention  # q kᵀ and attn v; v2: scores x keys and ReLU(values) x context
+    assert len(found["norm"]) == layers[torch.nn.LayerNorm] + 3 * layers[torch.nn.GroupNorm]
+    assert found["silu"]
+    images = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    quantize_onnx(fp32, tmp_path / "plain.onnx", images)
+    done = quantize_onnx(fp32, tmp_path / "kept.onnx", images, float_ops=tuple(FLOAT_OP_GROUPS))
+    assert done["excluded_nodes"] == len({node for nodes in found.values() for node in nodes})
+    plain, kept = (onnx.load(str(tmp_path / f"{file}.onnx")).graph for file in ("plain", "kept"))
+    graph = onnx.load(str(fp32)).graph
+    affine = [node.name for node in graph.node if node.name in found["norm"] and node.op_type in ("Mul", "Add")]
+    assert len(affine) == 2 * layers[torch.nn.GroupNorm]
+    for names in (found["attention"], affine):
+        assert _quantized(plain, names) == set(names)
+        assert _quantized(kept, names) == set()
 
 
 @pytest.mark.slow

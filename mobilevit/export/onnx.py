@@ -24,15 +24,6 @@ QUANTIZED_OP_TYPES = (
     "Conv", "MatMul", "Gemm", "Add", "Mul", "Sigmoid", "Softmax", "LayerNormalization", "GroupNormalization",
     "Concat", "ReduceMean", "GlobalAveragePool", "AveragePool", "Resize",
 )  # fmt: skip
-# Operator groups --float-ops may keep in float32 (ONNX op types); "attention" is the two activation x activation
-# MatMuls of every attention layer (q kᵀ and attn v), "silu" the Sigmoid and Mul of every SiLU, x·σ(x) (XNNPACK and
-# LiteRT keep SiLU in float too). Found by pattern, these have no op types of their own here.
-FLOAT_OP_GROUPS = {
-    "softmax": ("Softmax",),
-    "norm": ("LayerNormalization", "GroupNormalization"),
-    "attention": (),
-    "silu": (),
-}
 
 
 def max_opset() -> int:
@@ -88,19 +79,67 @@ def export_onnx(model: nn.Module, output: str | Path, image_size: tuple[int, int
     return output
 
 
-def _attention_matmuls(graph: onnx.GraphProto) -> list[str]:
-    """Names of MatMul nodes whose both inputs are activations (no weight initializer): the attention products."""
+def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    """Tensor name -> the nodes that read it."""
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    return readers
+
+
+def _softmax_nodes(graph: onnx.GraphProto) -> list[str]:
+    """Every Softmax."""
+    return [node.name for node in graph.node if node.op_type == "Softmax"]
+
+
+def _norm_nodes(graph: onnx.GraphProto) -> list[str]:
+    """Every LayerNormalization and GroupNormalization, and GroupNorm as torch writes it: InstanceNormalization,
+    then (through Reshapes) a Mul by the per-channel scale and an Add of the bias."""
+    readers = _consumers(graph)
+    names = []
+    for node in graph.node:
+        if node.op_type in ("LayerNormalization", "GroupNormalization"):
+            names.append(node.name)
+        elif node.op_type == "InstanceNormalization":
+            names.append(node.name)
+            output = node.output[0]
+            while (next_nodes := readers.get(output, [])) and next_nodes[0].op_type == "Reshape":
+                output = next_nodes[0].output[0]
+            scale = [reader for reader in readers.get(output, []) if reader.op_type == "Mul"]
+            bias = [reader for mul in scale for reader in readers.get(mul.output[0], []) if reader.op_type == "Add"]
+            names += [affine.name for affine in scale + bias]
+    return names
+
+
+def _attention_products(graph: onnx.GraphProto) -> list[str]:
+    """The activation x activation products of attention. MobileViT v1: the MatMuls whose both inputs are activations
+    (q kᵀ and attn v). MobileViT v2's separable attention (Mehta & Rastegari 2022, section 3.2): the Mul of the
+    softmax scores with the keys and, after their ReduceSum (the context vector), the Mul of ReLU(values) with it."""
     constants = {init.name for init in graph.initializer}
     constants |= {output for node in graph.node if node.op_type == "Constant" for output in node.output}
-    return [
+    readers = _consumers(graph)
+    names = [
         node.name
         for node in graph.node
         if node.op_type == "MatMul" and not any(name in constants for name in node.input)
     ]
+    for softmax in graph.node:
+        if softmax.op_type != "Softmax":
+            continue
+        for scores_x_keys in readers.get(softmax.output[0], []):
+            if scores_x_keys.op_type != "Mul":
+                continue
+            names.append(scores_x_keys.name)
+            for context in readers.get(scores_x_keys.output[0], []):
+                if context.op_type == "ReduceSum":
+                    names += [node.name for node in readers.get(context.output[0], []) if node.op_type == "Mul"]
+    return names
 
 
 def _silu_nodes(graph: onnx.GraphProto) -> list[str]:
-    """Names of the Sigmoid and Mul nodes of every SiLU: a Mul of a Sigmoid's output with that Sigmoid's input."""
+    """The Sigmoid and Mul of every SiLU, x·σ(x) (XNNPACK and LiteRT keep SiLU in float too): a Mul of a Sigmoid's
+    output with that Sigmoid's input."""
     sigmoids = {node.output[0]: node for node in graph.node if node.op_type == "Sigmoid"}
     names = []
     for node in graph.node:
@@ -112,6 +151,14 @@ def _silu_nodes(graph: onnx.GraphProto) -> list[str]:
                 names += [sigmoid.name, node.name]
                 break
     return names
+
+
+# --float-ops: the operator groups that may stay float32, each found in the graph by its function. Op types alone
+# would miss v2: torch writes its GroupNorm as InstanceNormalization + an affine Mul and Add, and its separable
+# attention as elementwise Mul + ReduceSum.
+FLOAT_OP_GROUPS = {
+    "softmax": _softmax_nodes, "norm": _norm_nodes, "attention": _attention_products, "silu": _silu_nodes,
+}  # fmt: skip
 
 
 class _ImageReader:
@@ -179,10 +226,8 @@ def quantize_onnx(
         import onnx
 
         graph = onnx.load(str(prepared)).graph
-        excluded_types = {op for group in float_ops for op in FLOAT_OP_GROUPS[group]}
-        op_types = sorted({node.op_type for node in graph.node} & set(QUANTIZED_OP_TYPES) - excluded_types)
-        exclude = _attention_matmuls(graph) if "attention" in float_ops else []
-        exclude += _silu_nodes(graph) if "silu" in float_ops else []
+        op_types = sorted({node.op_type for node in graph.node} & set(QUANTIZED_OP_TYPES))
+        exclude = sorted({name for group in float_ops for name in FLOAT_OP_GROUPS[group](graph)})
         ranges = None
         if method == "entropy":
             ranges = Path(tmp) / "entropy_ranges.json"
