@@ -10,7 +10,8 @@ for a checkpoint and each artifact exported from it::
 
 An EVAL_DIR is an evaluate.py output directory (its ``metrics.json``). For an artifact, the file it evaluated gives
 the size and its sidecar (``<artifact>.json``) the quantization and the checkpoint it came from; rows are grouped by
-that checkpoint and compared with the checkpoint's own row. The record keeps names, not machine paths.
+that checkpoint and compared with the checkpoint's own row. An int8 file exported from a quantization-aware training
+checkpoint is compared with the fp32 checkpoint that training started from. The record keeps names, not machine paths.
 """
 
 from __future__ import annotations
@@ -70,12 +71,17 @@ def read_row(eval_dir: Path) -> dict[str, Any]:
         raise UserInputError(f"{eval_dir}: the evaluated artifact {evaluated} or its sidecar is gone.")
     sidecar = json.loads(sidecar_file.read_text())
     quantization = sidecar.get("quantization") or {}
-    if quantization:
-        row["calibration"] = f"{quantization.get('method')}, {quantization.get('calibration_images')} images"
-        if quantization.get("float_ops"):
-            row["calibration"] += f", float: {' '.join(quantization['float_ops'])}"
     row["file_bytes"] = evaluated.stat().st_size
     row["source"] = _run_name(Path(sidecar["source"]))
+    if quantization:
+        method = quantization.get("method")
+        count = quantization.get("calibration_images")
+        row["calibration"] = f"{method}, {count} images" if count else method
+        if quantization.get("float_ops"):
+            row["calibration"] += f", float: {' '.join(quantization['float_ops'])}"
+        if quantization.get("qat_from"):  # compared with the fp32 checkpoint quantization-aware training started from
+            row["calibration"] = f"QAT ({row['source']})" + ("" if method == "qat" else f" + {row['calibration']}")
+            row["source"] = _run_name(Path(quantization["qat_from"]))
     return row
 
 

@@ -179,3 +179,22 @@ def upright_image() -> Image.Image:
     pixels[16:] = (30, 30, 220)
     pixels[:8, :12] = (30, 220, 30)
     return Image.fromarray(pixels)
+
+
+# One of each family: the export and quantization-aware training tests run both.
+TINY_CHECKPOINT_MODELS = ("mobilevit_xxs", "mobilevitv2_050")
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory, shared_data_dir: Path) -> dict[str, Path]:
+    """A train.py checkpoint of each of TINY_CHECKPOINT_MODELS (tiny synthetic data, 32 px, two steps)."""
+    from train import train
+
+    found = {}
+    for name in TINY_CHECKPOINT_MODELS:
+        tmp = tmp_path_factory.mktemp(name)
+        overrides = [*TINY_SYNTHETIC, *FAST_TRAIN, f"model={name}", "trainer.max_epochs=1", "logger=none"]
+        cfg = compose_config("train", tmp, [*overrides, "+trainer.limit_train_batches=2"], data_dir=shared_data_dir)
+        _, objects = train(cfg)
+        found[name] = Path(objects["best_ckpt"])
+    return found

@@ -124,15 +124,23 @@ def test_shipped_accuracy_compares_each_artifact_with_its_checkpoint(tmp_path: P
     checkpoint = tmp_path / "run_a" / "checkpoints" / "last.ckpt"
     checkpoint.parent.mkdir(parents=True)
     checkpoint.write_bytes(b"x")
-    artifacts = {"fp32.onnx": (1000, None), "int8.onnx": (260, {"scheme": "int8", "method": "entropy",
-                 "calibration_images": 300})}  # fmt: skip
-    for name, (size, quantization) in artifacts.items():
+    qat_checkpoint = tmp_path / "run_a_qat" / "checkpoints" / "last.ckpt"  # fine-tuned from run_a
+    artifacts = {
+        "fp32.onnx": (1000, None, checkpoint),
+        "int8.onnx": (260, {"scheme": "int8", "method": "entropy", "calibration_images": 300}, checkpoint),
+        "qat.onnx": (260, {"scheme": "int8", "method": "minmax", "calibration_images": 300,
+                           "qat_from": str(checkpoint)}, qat_checkpoint),
+        "qat.pte": (300, {"scheme": "int8", "method": "qat", "qat_from": str(checkpoint)}, qat_checkpoint),
+    }  # fmt: skip
+    for name, (size, quantization, source) in artifacts.items():
         (tmp_path / name).write_bytes(b"\0" * size)
-        (tmp_path / f"{name}.json").write_text(json.dumps({"source": str(checkpoint), "quantization": quantization}))
+        (tmp_path / f"{name}.json").write_text(json.dumps({"source": str(source), "quantization": quantization}))
     dirs = [
         _evaluated(tmp_path / "eval_ckpt", checkpoint, 0.80),
         _evaluated(tmp_path / "eval_fp32", tmp_path / "fp32.onnx", 0.80, artifact="onnx", weights="fp32"),
         _evaluated(tmp_path / "eval_int8", tmp_path / "int8.onnx", 0.79, artifact="onnx", weights="int8"),
+        _evaluated(tmp_path / "eval_qat_onnx", tmp_path / "qat.onnx", 0.795, artifact="onnx", weights="int8"),
+        _evaluated(tmp_path / "eval_qat_pte", tmp_path / "qat.pte", 0.81, artifact="executorch", weights="int8"),
     ]
     record_path, table_path = tmp_path / "shipped.json", tmp_path / "shipped.md"
     assert shipped_accuracy.main([*map(str, dirs), "--json", str(record_path), "--markdown", str(table_path)]) == 0
@@ -142,6 +150,10 @@ def test_shipped_accuracy_compares_each_artifact_with_its_checkpoint(tmp_path: P
     assert "| ONNX Runtime | fp32 |  | 0.00 MB | 80.0 % | 95.0 % | +0.0 pt |" in table
     int8_row = "| ONNX Runtime | int8 | entropy, 300 images | 0.00 MB (26.0 % of fp32) | 79.0 % | 95.0 % | -1.0 pt |"
     assert int8_row in table
+    # Quantization-aware training's files are compared with the fp32 checkpoint it started from.
+    assert "| ONNX Runtime | int8 | QAT (run_a_qat/last.ckpt) + minmax, 300 images | 0.00 MB (26.0 % of fp32) " in table
+    assert "| ExecuTorch/XNNPACK | int8 | QAT (run_a_qat/last.ckpt) | 0.00 MB | 81.0 % | 95.0 % | +1.0 pt |" in table
+    assert "`run_a_qat" not in table  # no group of its own
     assert str(tmp_path) not in record_path.read_text()  # names, not machine paths
     assert shipped_accuracy.main(["--table", str(record_path)]) == 0
     assert capsys.readouterr().out.endswith(table)  # the table is regenerated from the record alone

@@ -12,7 +12,7 @@ import onnx
 import onnxruntime
 import pytest
 import torch
-from conftest import FAST_TRAIN, TINY_SYNTHETIC, compose_config
+from conftest import TINY_CHECKPOINT_MODELS
 
 from mobilevit.checkpoint import datamodule_from_weights, read_trained
 from mobilevit.export import calibration, load_artifact, main as export_main
@@ -21,23 +21,8 @@ from mobilevit.models.mobilevit_v1 import MultiHeadSelfAttention
 from mobilevit.models.mobilevit_v2 import SeparableSelfAttention
 from mobilevit.export.sidecar import sidecar_path
 
-MODELS = ("mobilevit_xxs", "mobilevitv2_050")
+MODELS = TINY_CHECKPOINT_MODELS
 executorch = pytest.importorskip("executorch", reason="the ExecuTorch tests need pip install -e '.[executorch]'")
-
-
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory: pytest.TempPathFactory, shared_data_dir: Path) -> dict[str, Path]:
-    """A train.py checkpoint of each of MODELS (tiny synthetic data, 32 px, two steps)."""
-    from train import train
-
-    found = {}
-    for name in MODELS:
-        tmp = tmp_path_factory.mktemp(name)
-        overrides = [*TINY_SYNTHETIC, *FAST_TRAIN, f"model={name}", "trainer.max_epochs=1", "logger=none"]
-        cfg = compose_config("train", tmp, [*overrides, "+trainer.limit_train_batches=2"], data_dir=shared_data_dir)
-        _, objects = train(cfg)
-        found[name] = Path(objects["best_ckpt"])
-    return found
 
 
 def _export(ckpt: Path, output: Path, *args: str) -> Path:
@@ -53,8 +38,8 @@ def _max_diff(ckpt: Path, artifact: Path, batch: int = 4) -> float:
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_onnx_fp32_matches_pytorch_and_int8_holds_int8(name: str, checkpoints, tmp_path: Path) -> None:
-    ckpt = checkpoints[name]
+def test_onnx_fp32_matches_pytorch_and_int8_holds_int8(name: str, tiny_checkpoints, tmp_path: Path) -> None:
+    ckpt = tiny_checkpoints[name]
     fp32 = _export(ckpt, tmp_path / "m.onnx")
     assert _max_diff(ckpt, fp32) <= 1e-4
     int8 = _export(ckpt, tmp_path / "m_int8.onnx", "--quantize", "int8", "--calibration-images", "8")
@@ -91,12 +76,12 @@ def _consumers(graph: onnx.GraphProto, op_type: str) -> set[str]:
     return {node.op_type for node in graph.node if outputs & set(node.input)}
 
 
-def test_every_calibration_method_quantizes_and_float_ops_stay_float(checkpoints, tmp_path: Path) -> None:
+def test_every_calibration_method_quantizes_and_float_ops_stay_float(tiny_checkpoints, tmp_path: Path) -> None:
     """Each calibration method on 20 images (not a multiple of any batch size); ``float_ops=(softmax, norm,
     attention, silu)``: the softmax reads the float attention scores, LayerNorm its float scale and bias and SiLU's Mul
     its float Sigmoid, where the plain int8 file dequantizes them (a LayerNorm's first input may still come
     dequantized from the op before it)."""
-    fp32 = _export(checkpoints["mobilevit_xxs"], tmp_path / "m.onnx")
+    fp32 = _export(tiny_checkpoints["mobilevit_xxs"], tmp_path / "m.onnx")
     images = torch.rand(20, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     graphs = {}
     kept = ("softmax", "norm", "attention", "silu")
@@ -141,16 +126,16 @@ def _quantized(graph: onnx.GraphProto, names: list[str]) -> set[str]:
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_float_op_groups_find_v1_and_v2_nodes_and_keep_them_float(name: str, checkpoints, tmp_path: Path) -> None:
+def test_float_op_groups_find_v1_and_v2_nodes_and_keep_them_float(name: str, tiny_checkpoints, tmp_path: Path) -> None:
     """Each --float-ops group finds as many nodes as the network has layers of its kind, in both families: torch
     writes v2's GroupNorm as InstanceNormalization + an affine Mul and Add and its separable attention as Mul +
     ReduceSum, where finding by op type kept nothing of v2 in float. The attention products and the GroupNorm affine
     ops are quantized in the plain file and float with the groups kept."""
-    net = read_trained(checkpoints[name]).build()
+    net = read_trained(tiny_checkpoints[name]).build()
     layers = {kind: sum(isinstance(module, kind) for module in net.modules())
               for kind in (MultiHeadSelfAttention, SeparableSelfAttention, torch.nn.LayerNorm, torch.nn.GroupNorm)}
     attention = layers[MultiHeadSelfAttention] + layers[SeparableSelfAttention]
-    fp32 = _export(checkpoints[name], tmp_path / "m.onnx")
+    fp32 = _export(tiny_checkpoints[name], tmp_path / "m.onnx")
     found = {group: find(onnx.load(str(fp32)).graph) for group, find in FLOAT_OP_GROUPS.items()}
     assert attention > 0 and len(found["softmax"]) == attention
     assert len(found["attention"]) == 2 * attention  # q kᵀ and attn v; v2: scores x keys and ReLU(values) x context
@@ -172,7 +157,7 @@ def test_float_op_groups_find_v1_and_v2_nodes_and_keep_them_float(name: str, che
 @pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS)
 def test_executorch_fp32_and_int8_are_delegated_to_xnnpack(
-    name: str, checkpoints, tmp_path: Path, monkeypatch
+    name: str, tiny_checkpoints, tmp_path: Path, monkeypatch
 ) -> None:
     """Both programs made by the command line, as users make them; the delegation counts are the ones it printed."""
     from mobilevit.export import executorch as executorch_export
@@ -185,7 +170,7 @@ def test_executorch_fp32_and_int8_are_delegated_to_xnnpack(
         return delegations[-1]
 
     monkeypatch.setattr(executorch_export, "export_executorch", recording)
-    ckpt = checkpoints[name]
+    ckpt = tiny_checkpoints[name]
     fp32 = _export(ckpt, tmp_path / "m.pte", "--format", "executorch")
     # XNNPACK's fp32 kernels differ from PyTorch's in summation order only.
     assert _max_diff(ckpt, fp32) <= 1e-4
@@ -215,8 +200,8 @@ def test_xnnpack_calibration_methods_choose_the_activation_observer() -> None:
         assert type(config.weight.observer_or_fake_quant_ctr()) is PerChannelMinMaxObserver
 
 
-def test_calibration_reads_the_training_split_through_the_eval_transform(checkpoints) -> None:
-    weights = read_trained(checkpoints["mobilevit_xxs"])
+def test_calibration_reads_the_training_split_through_the_eval_transform(tiny_checkpoints) -> None:
+    weights = read_trained(tiny_checkpoints["mobilevit_xxs"])
     images = calibration.calibration_images(weights, 1000)
     datamodule = datamodule_from_weights(weights, {"num_workers": 0})
     train = datamodule.raw_dataset("train")
@@ -228,12 +213,12 @@ def test_calibration_reads_the_training_split_through_the_eval_transform(checkpo
 
 
 def test_evaluate_and_predict_on_an_fp32_artifact_give_the_checkpoints_results(
-    checkpoints, make_cfg, tmp_path: Path
+    tiny_checkpoints, make_cfg, tmp_path: Path
 ) -> None:
     from evaluate import evaluate
     from mobilevit.predict import predict
 
-    ckpt = checkpoints["mobilevit_xxs"]
+    ckpt = tiny_checkpoints["mobilevit_xxs"]
     artifact = _export(ckpt, tmp_path / "m.onnx")
     run = ["trainer=cpu", "trainer.precision=32-true", "trainer.enable_progress_bar=false"]
     expected = evaluate(make_cfg([f"ckpt_path={ckpt}", *run], config_name="eval", run_name="ckpt"))
@@ -251,8 +236,8 @@ def test_evaluate_and_predict_on_an_fp32_artifact_give_the_checkpoints_results(
     assert by_artifact.predictions[0].probabilities == pytest.approx(by_ckpt.predictions[0].probabilities, abs=1e-5)
 
 
-def test_opset_is_written_as_asked_or_refused_with_the_range(checkpoints, tmp_path: Path, capsys) -> None:
-    ckpt = checkpoints["mobilevit_xxs"]
+def test_opset_is_written_as_asked_or_refused_with_the_range(tiny_checkpoints, tmp_path: Path, capsys) -> None:
+    ckpt = tiny_checkpoints["mobilevit_xxs"]
     assert export_main([str(ckpt), "--output", str(tmp_path / "m.onnx"), "--opset", "17"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--opset 17 is not supported" in err and "opsets 18 to" in err
@@ -272,12 +257,12 @@ def _one_line_exit_2(capsys, *argv: str) -> str:
     return err
 
 
-def test_bad_inputs_give_one_line_and_exit_2(checkpoints, tmp_path: Path, capsys, monkeypatch) -> None:
+def test_bad_inputs_give_one_line_and_exit_2(tiny_checkpoints, tmp_path: Path, capsys, monkeypatch) -> None:
     import importlib.util
 
     from mobilevit.data import SyntheticDataModule
 
-    ckpt = str(checkpoints["mobilevit_xxs"])
+    ckpt = str(tiny_checkpoints["mobilevit_xxs"])
     err = _one_line_exit_2(capsys, ckpt, "--format", "tflite")
     assert "invalid choice: 'tflite'" in err and "onnx" in err and "executorch" in err
 
@@ -302,11 +287,11 @@ def test_bad_inputs_give_one_line_and_exit_2(checkpoints, tmp_path: Path, capsys
     monkeypatch.undo()
 
 
-def test_an_artifact_without_its_sidecar_is_refused_in_one_line(checkpoints, make_cfg, tmp_path: Path, capsys) -> None:
+def test_an_artifact_without_its_sidecar_is_refused_in_one_line(tiny_checkpoints, make_cfg, tmp_path: Path, capsys) -> None:
     from evaluate import evaluate
     from mobilevit.utils import exit_on_user_error
 
-    artifact = _export(checkpoints["mobilevit_xxs"], tmp_path / "m.onnx")
+    artifact = _export(tiny_checkpoints["mobilevit_xxs"], tmp_path / "m.onnx")
     sidecar_path(artifact).unlink()
     capsys.readouterr()
     with pytest.raises(SystemExit) as info, exit_on_user_error():

@@ -9,6 +9,7 @@ from mobilevit.callbacks.last_checkpoint import LastCheckpoint
 from mobilevit.callbacks.model_summary import NetworkSummary
 from mobilevit.callbacks.nan_guard import NonFiniteLossError, NonFiniteLossGuard
 from mobilevit.callbacks.optuna_pruning import OptunaPruning
+from mobilevit.callbacks.qat import QuantizationAwareTraining
 from mobilevit.callbacks.resolution import ResolutionScheduler
 from mobilevit.callbacks.rng_state import RNGStateCheckpoint
 from mobilevit.callbacks.time_to_accuracy import TimeToAccuracy
@@ -23,6 +24,7 @@ __all__ = [
     "NonFiniteLossError",
     "NonFiniteLossGuard",
     "OptunaPruning",
+    "QuantizationAwareTraining",
     "ResolutionScheduler",
     "RNGStateCheckpoint",
     "TimeToAccuracy",

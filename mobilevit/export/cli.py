@@ -81,8 +81,9 @@ def _output_path(args: argparse.Namespace, variant: str) -> Path:
 def max_abs_diff(model: torch.nn.Module, artifact: Path, image_size: tuple[int, int], batch: int = 3) -> float:
     """Largest |artifact − PyTorch| logit difference on a random batch, the artifact run in its own runtime."""
     images = torch.rand(batch, 3, *image_size, generator=torch.Generator().manual_seed(0))
+    net = model if isinstance(model, torch.fx.GraphModule) else model.eval()  # a converted QAT graph's mode is fixed
     with torch.no_grad():
-        expected = model.eval()(images)
+        expected = net(images)
     return float((load_artifact(artifact)(images) - expected).abs().max())
 
 
@@ -106,14 +107,19 @@ def export(args: argparse.Namespace) -> Path:
     size = tuple(sizes * 2)[:2] if len(sizes) == 1 else tuple(sizes[:2])
     for side in size:
         check_image_size(side, "--image-size")
+    # A quantization-aware training checkpoint carries its int8 ranges: XNNPACK uses them, no calibration.
+    learned_ranges = args.quantize is not None and args.format == "executorch" and weights.fake_quant_state is not None
     images = None
-    if args.quantize:
+    if args.quantize and not learned_ranges:
         count = require_int(args.calibration_images, "--calibration-images", 1)
         images = calibration.calibration_images(weights, count, args.seed, args.data_root)
-    model = weights.build(fuse_bn=not args.no_fuse_bn)
+        if weights.fake_quant_state is not None:
+            print("A quantization-aware training checkpoint: ONNX Runtime calibrates its fine-tuned float weights "
+                  "(--format executorch uses the learned int8 ranges).")  # fmt: skip
     output = _output_path(args, weights.variant)
     quantization = None
     if args.format == "onnx":
+        model = weights.build(fuse_bn=not args.no_fuse_bn)
         if images is None:
             onnx_export.export_onnx(model, output, size, args.opset)
         else:
@@ -124,16 +130,24 @@ def export(args: argparse.Namespace) -> Path:
             quantization = {"scheme": "int8", "method": args.calibration_method, **done}
         batch = None
     else:
-        from mobilevit.export.executorch import MAX_BATCH, export_executorch
+        from mobilevit.export.executorch import MAX_BATCH, export_executorch, qat_int8_network
 
+        if learned_ranges:
+            model = qat_int8_network(weights, size)
+            quantization = {"scheme": "int8", "runtime": "xnnpack", "method": "qat"}
+            print("Quantization-aware training checkpoint: int8 with the ranges learned in training (no calibration).")
+        else:
+            model = weights.build(fuse_bn=not args.no_fuse_bn)
         delegation = export_executorch(model, output, size, images, args.calibration_method)
         if images is not None:
             quantization = {"scheme": "int8", "runtime": "xnnpack", "method": args.calibration_method}
         outside = ", ".join(f"{name} x{count}" for name, count in sorted(delegation.outside.items())) or "none"
         print(f"XNNPACK delegate: {sum(delegation.delegated.values())} operators; outside it: {outside}")
         batch = str(MAX_BATCH)
-    if quantization is not None:
+    if images is not None:
         quantization.update(calibration_images=len(images), calibration_split=calibration.CALIBRATION_SPLIT)
+    if quantization is not None and weights.fake_quant_state is not None:  # the fp32 checkpoint QAT started from
+        quantization["qat_from"] = (weights.run_config or {}).get("model", {}).get("pretrained")
     record = sidecar_record(weights, args.format, size, batch, quantization)
     sidecar = write_sidecar(output, record)
     kind = args.quantize or "fp32"

@@ -12,6 +12,7 @@ from torch import nn
 
 from mobilevit.errors import require_choice
 from mobilevit.export.runtime import require_extra
+from mobilevit.models.pretrained import Weights
 
 MAX_BATCH = 1  # the program takes one image per call (runtime.PTE_MAX_BATCH)
 
@@ -31,7 +32,9 @@ class Delegation:
 
 def _export_ready(model: nn.Module) -> nn.Module:
     """``model`` with its attention as plain matmul + softmax (the fused op decomposes into masking ops XNNPACK
-    does not take)."""
+    does not take). A captured graph (:func:`convert_qat`) is returned as it is: its mode is fixed."""
+    if isinstance(model, torch.fx.GraphModule):
+        return model
     for module in model.modules():
         if hasattr(module, "fused"):
             module.fused = False
@@ -87,6 +90,53 @@ def quantize_pt2e(
         for batch in images.split(MAX_BATCH):  # the captured graph has the static batch of the program
             prepared(batch)
     return convert_pt2e(prepared)
+
+
+def prepare_qat(model: nn.Module, image_size: tuple[int, int]) -> torch.fx.GraphModule:
+    """``model`` prepared for quantization-aware training (QAT) with XNNPACK's int8 scheme (PT2E,
+    ``prepare_qat_pt2e``): captured in train mode at ``image_size`` with a dynamic batch, every weight and activation
+    that the int8 program quantizes passes through a fake-quantizer (moving-average min/max ranges), and each
+    BatchNorm is simulated folded into its convolution, as the program folds it. Parameters are ``model``'s own
+    tensors under their own names; the fake-quantizers add ``activation_post_process_<n>`` state. ``.train()`` and
+    ``.eval()`` switch BatchNorm and the observers as on any module. :func:`convert_qat` makes the int8 network."""
+    require_extra("executorch", "executorch")
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e import allow_exported_model_train_eval
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
+
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=True))
+    example = torch.rand(2, 3, *image_size)
+    batch = {"x": {0: torch.export.Dim("batch", min=1)}}
+    program = torch.export.export(_export_ready(model).train(), (example,), dynamic_shapes=batch)
+    prepared = prepare_qat_pt2e(program.module(), quantizer)
+    allow_exported_model_train_eval(prepared)
+    return prepared
+
+
+def convert_qat(prepared: torch.fx.GraphModule) -> nn.Module:
+    """The int8 network of a :func:`prepare_qat` module: in eval mode, the fake-quantizers replaced by quantize /
+    dequantize nodes with their learned ranges (PT2E ``convert_pt2e``), ready for :func:`export_executorch`."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    prepared.eval()  # the patched eval() of allow_exported_model_train_eval returns None
+    return convert_pt2e(prepared)
+
+
+def qat_int8_network(weights: Weights, image_size: tuple[int, int]) -> nn.Module:
+    """The int8 network of a quantization-aware training checkpoint: its float weights and learned ranges
+    (``weights.fake_quant_state``) loaded into the :func:`prepare_qat` graph, converted (:func:`convert_qat`).
+
+    Raises:
+        ValueError: ``weights`` hold no fake-quantizer state (not a QAT checkpoint).
+    """
+    if weights.fake_quant_state is None:
+        raise ValueError(f"{weights.source} is not a quantization-aware training checkpoint (no int8 ranges).")
+    prepared = prepare_qat(weights.build(), image_size)
+    prepared.load_state_dict({**weights.state_dict, **weights.fake_quant_state})
+    return convert_qat(prepared)
 
 
 def export_executorch(

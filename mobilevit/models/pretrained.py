@@ -59,6 +59,8 @@ DEFAULT_PREPROCESSING: dict[str, Preprocessing] = {
     "cvnets": Preprocessing(crop_pct=256 / 288, interpolation="bilinear", channel_order="BGR"),
 }
 PIL_RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}  # transformers' preprocessor_config "resample"
+# The state a quantization-aware training checkpoint adds: PT2E names its fake-quantizer modules so.
+FAKE_QUANT_PREFIX = "activation_post_process_"
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,7 +69,9 @@ class Weights:
 
     ``state_dict`` is in this package's layout and for RGB input (a BGR source has its flip folded into the
     stem); ``preprocessing.channel_order`` still says what the source was trained on. ``run_config`` is the
-    resolved run config stored in train.py checkpoints (None for other sources).
+    resolved run config stored in train.py checkpoints (None for other sources). ``fake_quant_state`` holds the
+    learned int8 ranges of a quantization-aware training checkpoint (``activation_post_process_<n>.*``, see
+    :func:`mobilevit.export.executorch.prepare_qat`), None otherwise; ``state_dict`` is then its float weights.
     """
 
     source: str
@@ -78,6 +82,7 @@ class Weights:
     preprocessing: Preprocessing
     state_dict: dict[str, torch.Tensor] = field(repr=False)
     run_config: dict[str, Any] | None = field(default=None, repr=False)
+    fake_quant_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
     def build(self, fuse_bn: bool = False) -> MobileViTClassifier:
         """The network with these weights, in eval mode; ``fuse_bn`` folds BatchNorm into the convs."""
@@ -259,6 +264,12 @@ def weights_from_loaded(
     hparams = hparams if isinstance(hparams, dict) else {}
     state, container = _unwrap(loaded, source)
     state = _strip_prefixes(state) if isinstance(state, dict) else state
+    fake_quant = {}
+    if isinstance(state, dict):
+        fake_quant = {key: value for key, value in state.items() if key.startswith(FAKE_QUANT_PREFIX)}
+        state = {key: value for key, value in state.items() if key not in fake_quant}
+    if fake_quant:
+        log.info("%s is a quantization-aware training checkpoint: float weights and learned int8 ranges.", source)
     layout = detect_layout(state) if isinstance(state, dict) else None
     if layout is None or not all(isinstance(value, torch.Tensor) for value in state.values()):
         raise UserInputError(
@@ -305,6 +316,7 @@ def weights_from_loaded(
         preprocessing=preprocessing,
         state_dict=state,
         run_config=run_config,
+        fake_quant_state=fake_quant or None,
     )
 
 
