@@ -39,6 +39,12 @@ def test_qat_fine_tunes_through_int8_and_exports_with_the_learned_ranges(
     assert isinstance(objects["model"].net, torch.fx.GraphModule) and "val/acc" in metrics
 
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    # A resume prepares the graph before Lightning restores it: the fake-quantizers' state loads strictly.
+    resumed_cfg = make_cfg([f"ckpt_path={last}", "trainer.max_epochs=2", "trainer.enable_progress_bar=false"], "train",
+                           "resumed")  # fmt: skip
+    _, resumed = train_script.train(resumed_cfg)
+    assert resumed["trainer"].global_step == 2 * objects["trainer"].global_step
+    assert isinstance(resumed["model"].net, torch.fx.GraphModule)
     weights, fp32 = read_weights(last), read_weights(source)
     assert weights.state_dict.keys() == fp32.state_dict.keys()  # the float weights under their usual names
     assert weights.fake_quant_state and all(key.startswith(FAKE_QUANT_PREFIX) for key in weights.fake_quant_state)
