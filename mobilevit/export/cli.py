@@ -81,9 +81,9 @@ def _output_path(args: argparse.Namespace, variant: str) -> Path:
 def max_abs_diff(model: torch.nn.Module, artifact: Path, image_size: tuple[int, int], batch: int = 3) -> float:
     """Largest |artifact − PyTorch| logit difference on a random batch, the artifact run in its own runtime."""
     images = torch.rand(batch, 3, *image_size, generator=torch.Generator().manual_seed(0))
-    net = model if isinstance(model, torch.fx.GraphModule) else model.eval()  # a converted QAT graph's mode is fixed
+    model.eval()  # a converted QAT graph's patched eval() returns None
     with torch.no_grad():
-        expected = net(images)
+        expected = model(images)
     return float((load_artifact(artifact)(images) - expected).abs().max())
 
 
@@ -116,10 +116,16 @@ def export(args: argparse.Namespace) -> Path:
         if weights.fake_quant_state is not None:
             print("A quantization-aware training checkpoint: ONNX Runtime calibrates its fine-tuned float weights "
                   "(--format executorch uses the learned int8 ranges).")  # fmt: skip
+    if learned_ranges:
+        from mobilevit.export.executorch import qat_int8_network
+
+        model = qat_int8_network(weights, size)
+        print("Quantization-aware training checkpoint: int8 with the ranges learned in training (no calibration).")
+    else:
+        model = weights.build(fuse_bn=not args.no_fuse_bn)
     output = _output_path(args, weights.variant)
     quantization = None
     if args.format == "onnx":
-        model = weights.build(fuse_bn=not args.no_fuse_bn)
         if images is None:
             onnx_export.export_onnx(model, output, size, args.opset)
         else:
@@ -130,17 +136,12 @@ def export(args: argparse.Namespace) -> Path:
             quantization = {"scheme": "int8", "method": args.calibration_method, **done}
         batch = None
     else:
-        from mobilevit.export.executorch import MAX_BATCH, export_executorch, qat_int8_network
+        from mobilevit.export.executorch import MAX_BATCH, export_executorch
 
-        if learned_ranges:
-            model = qat_int8_network(weights, size)
-            quantization = {"scheme": "int8", "runtime": "xnnpack", "method": "qat"}
-            print("Quantization-aware training checkpoint: int8 with the ranges learned in training (no calibration).")
-        else:
-            model = weights.build(fuse_bn=not args.no_fuse_bn)
         delegation = export_executorch(model, output, size, images, args.calibration_method)
-        if images is not None:
-            quantization = {"scheme": "int8", "runtime": "xnnpack", "method": args.calibration_method}
+        if args.quantize:
+            method = "qat" if learned_ranges else args.calibration_method
+            quantization = {"scheme": "int8", "runtime": "xnnpack", "method": method}
         outside = ", ".join(f"{name} x{count}" for name, count in sorted(delegation.outside.items())) or "none"
         print(f"XNNPACK delegate: {sum(delegation.delegated.values())} operators; outside it: {outside}")
         batch = str(MAX_BATCH)

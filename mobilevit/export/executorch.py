@@ -32,13 +32,12 @@ class Delegation:
 
 def _export_ready(model: nn.Module) -> nn.Module:
     """``model`` with its attention as plain matmul + softmax (the fused op decomposes into masking ops XNNPACK
-    does not take). A captured graph (:func:`convert_qat`) is returned as it is: its mode is fixed."""
-    if isinstance(model, torch.fx.GraphModule):
-        return model
+    does not take)."""
     for module in model.modules():
         if hasattr(module, "fused"):
             module.fused = False
-    return model.eval()
+    model.eval()  # a converted QAT graph's patched eval() returns None
+    return model
 
 
 def _exported(model: nn.Module, image_size: tuple[int, int]) -> torch.export.ExportedProgram:
@@ -119,10 +118,13 @@ def prepare_qat(model: nn.Module, image_size: tuple[int, int]) -> torch.fx.Graph
 def convert_qat(prepared: torch.fx.GraphModule) -> nn.Module:
     """The int8 network of a :func:`prepare_qat` module: in eval mode, the fake-quantizers replaced by quantize /
     dequantize nodes with their learned ranges (PT2E ``convert_pt2e``), ready for :func:`export_executorch`."""
+    from torchao.quantization.pt2e import allow_exported_model_train_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     prepared.eval()  # the patched eval() of allow_exported_model_train_eval returns None
-    return convert_pt2e(prepared)
+    converted = convert_pt2e(prepared)
+    allow_exported_model_train_eval(converted)  # .eval() works on it like on any module
+    return converted
 
 
 def qat_int8_network(weights: Weights, image_size: tuple[int, int]) -> nn.Module:
