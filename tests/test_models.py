@@ -116,6 +116,17 @@ def test_v1_attention_goes_through_scaled_dot_product_attention(monkeypatch: pyt
     assert calls[0] == (4, 4, 16, 16)  # (batch * patch area 2x2, heads, 8x8 map / 2x2 patches, 64 / 4 heads)
 
 
+def test_v1_unfused_attention_computes_the_same_function() -> None:
+    """``fused = False`` (what the ExecuTorch export lowers: slices and 3-D bmm) gives the fused path's output."""
+    from mobilevit.models.mobilevit_v1 import MultiHeadSelfAttention
+
+    attention = MultiHeadSelfAttention(dim=64, num_heads=4).eval()
+    tokens = torch.randn(8, 16, 64, generator=torch.Generator().manual_seed(0))
+    fused = attention(tokens)
+    attention.fused = False
+    assert torch.allclose(attention(tokens), fused, atol=1e-6, rtol=1e-5)
+
+
 @pytest.mark.parametrize("name", SMALL_V1_V2)
 def test_channels_last_and_bf16_autocast(name: str) -> None:
     torch.manual_seed(0)

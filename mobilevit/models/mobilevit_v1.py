@@ -44,11 +44,17 @@ class MultiHeadSelfAttention(nn.Module):
             qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, dim // self.num_heads)
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (batch, heads, tokens, head_dim)
             x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
-        else:  # slices and views only (no unbind/squeeze), which mobile delegates take
-            heads = (t.reshape(batch, tokens, self.num_heads, -1).transpose(1, 2) for t in self.qkv(x).chunk(3, -1))
-            q, k, v = heads
-            x = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(dim=-1) @ v
+        else:  # slices, views and 3-D bmm only: what mobile delegates take (4-D matmuls export with expand copies)
+            qkv = self.qkv(x)
+            q, k, v = (self._split_heads(qkv[..., i * dim : (i + 1) * dim]) for i in range(3))
+            x = torch.bmm((torch.bmm(q, k.transpose(1, 2)) * q.shape[-1] ** -0.5).softmax(dim=-1), v)
+            x = x.reshape(batch, self.num_heads, tokens, -1)
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(batch, tokens, dim)))
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, tokens, dim) -> (batch * heads, tokens, head_dim)."""
+        batch, tokens, _ = x.shape
+        return x.reshape(batch, tokens, self.num_heads, -1).transpose(1, 2).reshape(batch * self.num_heads, tokens, -1)
 
 
 class TransformerLayer(nn.Module):
