@@ -165,3 +165,33 @@ def test_shipped_accuracy_names_a_directory_without_results(tmp_path: Path, caps
     with pytest.raises(SystemExit) as exit_info:
         shipped_accuracy.main([str(tmp_path)])
     assert exit_info.value.code == 2 and f"{tmp_path}: no metrics.json" in capsys.readouterr().err
+
+
+def test_operator_profile_times_each_runtimes_operators(tmp_path: Path, capsys) -> None:
+    """A v1 program lowered to XNNPACK profiles as XNNPACK operators only (nothing on portable kernels); the ONNX
+    file as its node types; a missing artifact is one line and exit code 2."""
+    from benchmarks import operator_profile
+    from mobilevit.export.executorch import export_executorch
+    from mobilevit.export.onnx import export_onnx
+    from mobilevit.export.sidecar import write_sidecar
+    from mobilevit.models import build_model
+
+    net = build_model("mobilevit_xxs", num_classes=3).eval()
+    files = [export_onnx(net, tmp_path / "m.onnx", (64, 64)), tmp_path / "m.pte"]
+    export_executorch(net, files[1], (64, 64))
+    for path in files:
+        write_sidecar(path, {"format": "test", "class_names": ["a", "b", "c"], "input": {"shape": [1, 3, 64, 64]}, "preprocessing": {"image_size": 64}})
+    record_path = tmp_path / "profile.json"
+    assert operator_profile.main([*map(str, files), "--threads", "1", "--runs", "3", "--json", str(record_path)]) == 0
+    onnx_record, pte_record = json.loads(record_path.read_text())["artifacts"]
+    assert onnx_record["runtime"] == "onnx" and pte_record["runtime"] == "executorch"
+    assert {"Conv", "MatMul", "Softmax"} <= set(onnx_record["operator_ms"])
+    assert any(name.startswith("Convolution (NHWC, F32)") for name in pte_record["operator_ms"])
+    assert not [name for name in pte_record["operator_ms"] if name.startswith("native_call_")]
+    for record in (onnx_record, pte_record):  # a tiny operator can take under the timer's resolution
+        assert all(math.isfinite(ms) and ms >= 0 for ms in record["operator_ms"].values())
+        assert _positive(sum(record["operator_ms"].values()))
+    assert "ms of operator time per call" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        operator_profile.main([str(tmp_path / "missing.pte")])
+    assert exit_info.value.code == 2 and "missing.pte does not exist" in capsys.readouterr().err
