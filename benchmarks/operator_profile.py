@@ -4,6 +4,7 @@ Usage (from the repository root, on an otherwise idle machine)::
 
     python benchmarks/operator_profile.py logs/train/runs/<time>/checkpoints/last_int8.pte --threads 2
     python benchmarks/operator_profile.py fp32.onnx int8.onnx --runs 100 --json profile.json
+    python benchmarks/operator_profile.py --table docs/runs/operator_profile.json --markdown docs/operator_profile.md
 
 - ExecuTorch (``.pte``): the program's ETDump (``_load_for_executorch(enable_etdump=True)``) read by ExecuTorch's
   ``Inspector``. XNNPACK reports each operator it runs inside the delegate (``Fully Connected (NC, QS8, QC8W)
@@ -101,10 +102,12 @@ def profile(path: Path, runs: int, threads: int) -> dict[str, Any]:
 
 def markdown(record: dict[str, Any], top: int) -> str:
     """One table per artifact: the ``top`` operator kinds by time, with their share of the operator time."""
-    sections = []
+    machine = record["machine"]
+    sections = [f"{machine.get('cpu_model')}, {record['threads']} threads, torch {machine.get('torch')}"]
     for item in record["artifacts"]:
         total = sum(item["operator_ms"].values())
-        lines = [f"{item['artifact']} ({item['runtime']}): {total:.2f} ms of operator time per call", ""]
+        lines = [f"{item['artifact']} ({item['runtime']}, median of {item['runs']} calls): {total:.2f} ms of operator "
+                 "time per call", ""]
         lines += ["| operator | ms per call | share |", "|---|---:|---:|"]
         for name, ms in list(item["operator_ms"].items())[:top]:
             lines.append(f"| {name} | {ms:.3f} | {100 * ms / total:.0f} % |")
@@ -114,13 +117,19 @@ def markdown(record: dict[str, Any], top: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("artifacts", nargs="+", type=Path, help=".pte or .onnx files, each with its sidecar")
+    parser.add_argument("artifacts", nargs="*", type=Path, help=".pte or .onnx files, each with its sidecar")
     parser.add_argument("--threads", type=positive_int, default=2)
     parser.add_argument("--runs", type=positive_int, default=50, help="profiled batch-1 calls per artifact")
     parser.add_argument("--top", type=positive_int, default=15, help="operator kinds per table")
     parser.add_argument("--json", type=Path, help="write the record here")
     parser.add_argument("--markdown", type=Path, help="write the tables here")
+    parser.add_argument("--table", type=Path, help="only turn this record into the tables")
     args = parser.parse_args(argv)
+    if args.table:
+        show_markdown(markdown(json.loads(args.table.read_text()), args.top), args.markdown)
+        return 0
+    if not args.artifacts:
+        parser.error("pass artifacts to profile, or --table RECORD")
     pin_threads(args.threads)
     info = machine_info(torch.device("cpu"))
     print_machine(info)

@@ -192,6 +192,9 @@ def test_operator_profile_times_each_runtimes_operators(tmp_path: Path, capsys) 
         assert all(math.isfinite(ms) and ms >= 0 for ms in record["operator_ms"].values())
         assert _positive(sum(record["operator_ms"].values()))
     assert "ms of operator time per call" in capsys.readouterr().out
+    table = tmp_path / "profile.md"
+    assert operator_profile.main(["--table", str(record_path), "--markdown", str(table)]) == 0
+    assert "m.pte (executorch, median of 3 calls)" in table.read_text() and "| Conv |" in table.read_text()
     with pytest.raises(SystemExit) as exit_info:
         operator_profile.main([str(tmp_path / "missing.pte")])
     assert exit_info.value.code == 2 and "missing.pte does not exist" in capsys.readouterr().err
