@@ -28,7 +28,7 @@ class Delegation:
 
 
 def _export_ready(model: nn.Module) -> nn.Module:
-    """``model`` with its attention as plain matmul + softmax (the fused op decomposes into masking ops XNNPACK
+    """``model`` with its attention as batched matmuls + softmax (the fused op decomposes into masking ops XNNPACK
     does not take)."""
     for module in model.modules():
         if hasattr(module, "fused"):
