@@ -40,7 +40,9 @@ from mobilevit.utils.machine import machine_info
 from mobilevit.utils.run import exit_on_user_error
 
 # ETDump events of the runtime itself (loading, the whole call, the delegate call), not operators.
-EXECUTORCH_FRAMEWORK_EVENTS = {"Program::load_method", "Method::init", "Method::execute", "DELEGATE_CALL", "OPERATOR_CALL"}
+EXECUTORCH_FRAMEWORK_EVENTS = {
+    "Program::load_method", "Method::init", "Method::execute", "DELEGATE_CALL", "OPERATOR_CALL"
+}
 
 
 def _executorch_profile(path: Path, image: torch.Tensor, runs: int) -> dict[str, float]:

@@ -179,8 +179,9 @@ def test_operator_profile_times_each_runtimes_operators(tmp_path: Path, capsys) 
     net = build_model("mobilevit_xxs", num_classes=3).eval()
     files = [export_onnx(net, tmp_path / "m.onnx", (64, 64)), tmp_path / "m.pte"]
     export_executorch(net, files[1], (64, 64))
+    sidecar = {"format": "test", "class_names": ["a", "b", "c"], "input": {"shape": [1, 3, 64, 64]}}
     for path in files:
-        write_sidecar(path, {"format": "test", "class_names": ["a", "b", "c"], "input": {"shape": [1, 3, 64, 64]}, "preprocessing": {"image_size": 64}})
+        write_sidecar(path, {**sidecar, "preprocessing": {"image_size": 64}})
     record_path = tmp_path / "profile.json"
     assert operator_profile.main([*map(str, files), "--threads", "1", "--runs", "3", "--json", str(record_path)]) == 0
     onnx_record, pte_record = json.loads(record_path.read_text())["artifacts"]

@@ -23,9 +23,9 @@ from mobilevit.models.layers import ConvBNAct, InvertedResidual, fold_patches, u
 class MultiHeadSelfAttention(nn.Module):
     """Multi-head self-attention over the tokens of one patch position, via ``scaled_dot_product_attention``.
 
-    ``fused = False`` computes the same function as ``softmax(q kᵀ / sqrt(d)) v`` with 3-D batched matmuls: exporters that
-    cannot lower the fused operation (or decompose it into mask handling a mobile runtime leaves outside its
-    delegate) set it, see :mod:`mobilevit.export`.
+    ``fused = False`` computes the same function as ``softmax(q kᵀ / sqrt(d)) v`` with 3-D batched matmuls:
+    exporters that cannot lower the fused operation (or decompose it into mask handling a mobile runtime leaves
+    outside its delegate) set it, see :mod:`mobilevit.export`.
     """
 
     fused: bool = True
