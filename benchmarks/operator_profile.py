@@ -35,7 +35,7 @@ if __package__ in (None, ""):  # run as a script: make the `benchmarks` package 
 import torch
 
 from benchmarks.common import pin_threads, positive_int, print_machine, show_markdown, write_json
-from mobilevit.export.runtime import load_artifact
+from mobilevit.export.runtime import load_artifact, onnxruntime_session
 from mobilevit.utils.machine import machine_info
 from mobilevit.utils.run import exit_on_user_error
 
@@ -65,14 +65,8 @@ def _executorch_profile(path: Path, image: torch.Tensor, runs: int) -> dict[str,
 
 
 def _onnxruntime_profile(path: Path, image: torch.Tensor, runs: int, threads: int) -> dict[str, float]:
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    options.enable_profiling = True
     with tempfile.TemporaryDirectory() as folder:
-        options.profile_file_prefix = str(Path(folder, "profile"))
-        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = onnxruntime_session(path, threads, profile_prefix=str(Path(folder, "profile")))
         for _ in range(runs):
             session.run(None, {"images": image.numpy()})
         events = json.loads(Path(session.end_profiling()).read_text())

@@ -36,6 +36,21 @@ def is_artifact(path: str | Path) -> bool:
     return Path(path).suffix in FORMATS
 
 
+def onnxruntime_session(path: str | Path, threads: int | None = None, profile_prefix: str | None = None) -> Any:
+    """An ONNX Runtime CPU session of ``path`` with ``threads`` intra-op threads (None: ONNX Runtime's default);
+    with ``profile_prefix``, its profiler writes there (``end_profiling()`` returns the file)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 class Artifact:
     """An exported model ready to run on CPU: ``artifact(images)`` maps float32 (B, 3, H, W) to logits (B, C).
 
@@ -56,15 +71,7 @@ class Artifact:
         self.hflip_tta: bool = bool(self.sidecar.get("hflip_tta", False))
         require_extra(*EXTRAS[self.format])
         if self.format == "onnx":
-            import onnxruntime
-
-            options = onnxruntime.SessionOptions()
-            if threads:
-                options.intra_op_num_threads = threads
-                options.inter_op_num_threads = 1
-            self._session = onnxruntime.InferenceSession(
-                str(self.path), options, providers=["CPUExecutionProvider"]
-            )
+            self._session = onnxruntime_session(self.path, threads)
         else:
             from executorch.runtime import Runtime
 
