@@ -221,6 +221,16 @@ def show_markdown(table: str, path: Path | None) -> None:
     write_markdown(table, path)
 
 
+def machine_caption(machine: dict[str, Any], threads: int) -> str:
+    """The line above a generated speed table: CPU, its instruction set and int8 dot-product flags, threads, torch
+    (e.g. ``AMD EPYC (AVX512, int8 dot product: avx512_vnni), 2 threads, torch 2.14.1``)."""
+    isa = machine.get("cpu_capability") or "unknown ISA"
+    int8_dot = machine.get("int8_dot_product")
+    if int8_dot is not None:  # records made before it was kept do not say
+        isa += f", int8 dot product: {' '.join(int8_dot) or 'none'}"
+    return f"{machine.get('cpu_model')} ({isa}), {threads} threads, torch {machine.get('torch')}"
+
+
 def print_machine(info: dict[str, Any]) -> str:
     """Print (and return) one line summarising the machine a run was measured on."""
     target = info.get("gpu") or info["cpu_model"]

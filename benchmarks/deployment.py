@@ -31,7 +31,9 @@ if __package__ in (None, ""):  # run as a script: make the `benchmarks` package 
 
 import torch
 
-from benchmarks.common import median, pin_threads, positive_int, print_machine, show_markdown, time_repeats, write_json
+from benchmarks.common import (
+    machine_caption, median, pin_threads, positive_int, print_machine, show_markdown, time_repeats, write_json,
+)
 from mobilevit.models import build_model, list_models
 from mobilevit.models.fuse import fuse_batchnorm
 from mobilevit.utils.machine import machine_info
@@ -133,9 +135,7 @@ def markdown(record: dict[str, Any]) -> str:
             f"| {r['model']} | {r['image_size']} | {RUNTIME_TITLES[r['runtime']]} | {r['latency_ms']:.2f} ms | "
             f"{r['throughput_img_s']:.1f} | {size} | {speedups[0]} | {speedups[1]} |"
         )
-    machine = record["machine"]
-    caption = f"{machine.get('cpu_model')}, {record['threads']} threads, torch {machine.get('torch')}"
-    return f"{caption}\n\n" + "\n".join(lines) + "\n"
+    return f"{machine_caption(record['machine'], record['threads'])}\n\n" + "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,7 @@ Usage (from the repository root, on an otherwise idle machine)::
 
     python benchmarks/operator_profile.py logs/train/runs/<time>/checkpoints/last_int8.pte --threads 2
     python benchmarks/operator_profile.py fp32.onnx int8.onnx --runs 100 --json profile.json
-    python benchmarks/operator_profile.py --table docs/runs/operator_profile.json --markdown docs/operator_profile.md
+    python benchmarks/operator_profile.py --table docs/runs/operator_profile.json --top 10 --markdown docs/operator_profile.md
 
 - ExecuTorch (``.pte``): the program's ETDump (``_load_for_executorch(enable_etdump=True)``) read by ExecuTorch's
   ``Inspector``. XNNPACK reports each operator it runs inside the delegate (``Fully Connected (NC, QS8, QC8W)
@@ -34,7 +34,7 @@ if __package__ in (None, ""):  # run as a script: make the `benchmarks` package 
 
 import torch
 
-from benchmarks.common import pin_threads, positive_int, print_machine, show_markdown, write_json
+from benchmarks.common import machine_caption, pin_threads, positive_int, print_machine, show_markdown, write_json
 from mobilevit.export.runtime import load_artifact, onnxruntime_session
 from mobilevit.utils.machine import machine_info
 from mobilevit.utils.run import exit_on_user_error
@@ -98,8 +98,7 @@ def profile(path: Path, runs: int, threads: int) -> dict[str, Any]:
 
 def markdown(record: dict[str, Any], top: int) -> str:
     """One table per artifact: the ``top`` operator kinds by time, with their share of the operator time."""
-    machine = record["machine"]
-    sections = [f"{machine.get('cpu_model')}, {record['threads']} threads, torch {machine.get('torch')}"]
+    sections = [machine_caption(record["machine"], record["threads"])]
     for item in record["artifacts"]:
         total = sum(item["operator_ms"].values())
         lines = [f"{item['artifact']} ({item['runtime']}, median of {item['runs']} calls): {total:.2f} ms of operator "

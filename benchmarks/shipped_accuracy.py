@@ -6,11 +6,14 @@ for a checkpoint and each artifact exported from it::
 
     python benchmarks/shipped_accuracy.py EVAL_DIR [EVAL_DIR ...] --json docs/runs/shipped_accuracy.json \\
         --markdown docs/shipped_accuracy.md
+    python benchmarks/shipped_accuracy.py EVAL_DIR [EVAL_DIR ...] --update docs/runs/shipped_accuracy.json \\
+        --markdown docs/shipped_accuracy.md
     python benchmarks/shipped_accuracy.py --table docs/runs/shipped_accuracy.json --markdown docs/shipped_accuracy.md
 
 An EVAL_DIR is an evaluate.py output directory (its ``metrics.json``). For an artifact, the file it evaluated gives
 the size and its sidecar (``<artifact>.json``) the quantization and the checkpoint it came from; rows are grouped by
-that checkpoint and compared with the checkpoint's own row. An int8 file exported from a quantization-aware training
+that checkpoint and compared with the checkpoint's own row. ``--update`` adds the rows to an existing record: a row of
+the same checkpoint, runtime and file replaces the old one, the other rows stay. An int8 file exported from a quantization-aware training
 checkpoint is compared with the fp32 checkpoint that training started from. The record keeps names, not machine paths.
 """
 
@@ -116,10 +119,25 @@ def markdown(record: dict[str, Any]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def updated(record: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """``record`` with ``rows`` added: each replaces the row of the same source, runtime and file (in place), or is
+    appended after the rows of its source (a new source goes last)."""
+    def key(row: dict[str, Any]) -> tuple[str, str, str]:
+        return row["source"], row["runtime"], row["file"]
+
+    new = {key(row): row for row in rows}
+    merged = [new.pop(key(row), row) for row in record["rows"]]
+    for row in new.values():
+        last_of_source = max((i for i, old in enumerate(merged) if old["source"] == row["source"]), default=None)
+        merged.insert(len(merged) if last_of_source is None else last_of_source + 1, row)
+    return {**record, "rows": merged}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("eval_dirs", nargs="*", type=Path, help="evaluate.py output directories")
     parser.add_argument("--json", type=Path, help="write the record here")
+    parser.add_argument("--update", type=Path, help="add the rows to this record (replacing rows of the same file)")
     parser.add_argument("--table", type=Path, help="only turn this record into the markdown table")
     parser.add_argument("--markdown", type=Path, help="write the markdown table here")
     args = parser.parse_args(argv)
@@ -127,7 +145,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.table:
             record = json.loads(args.table.read_text())
         elif args.eval_dirs:
-            record = {"rows": [read_row(eval_dir) for eval_dir in args.eval_dirs]}
+            rows = [read_row(eval_dir) for eval_dir in args.eval_dirs]
+            if args.update:
+                if not args.update.is_file():
+                    raise UserInputError(f"--update {args.update}: no such record.")
+                record = updated(json.loads(args.update.read_text()), rows)
+                write_json(record, args.update)
+            else:
+                record = {"rows": rows}
             write_json(record, args.json)
         else:
             raise UserInputError("Pass evaluate.py output directories, or --table RECORD.")

@@ -159,6 +159,41 @@ def test_shipped_accuracy_compares_each_artifact_with_its_checkpoint(tmp_path: P
     assert capsys.readouterr().out.endswith(table)  # the table is regenerated from the record alone
 
 
+def test_shipped_accuracy_update_replaces_rows_of_the_same_file_and_keeps_the_rest(tmp_path: Path) -> None:
+    from benchmarks import shipped_accuracy
+
+    checkpoints = {}
+    for run in ("run_a", "run_b"):
+        checkpoints[run] = tmp_path / run / "checkpoints" / "last.ckpt"
+        checkpoints[run].parent.mkdir(parents=True)
+        checkpoints[run].write_bytes(b"x")
+    for name, run in (("a.pte", "run_a"), ("a_int8.pte", "run_a"), ("b.pte", "run_b")):
+        (tmp_path / name).write_bytes(b"\0" * 100)
+        (tmp_path / f"{name}.json").write_text(json.dumps({"source": str(checkpoints[run])}))
+    record_path = tmp_path / "shipped.json"
+    first = [
+        _evaluated(tmp_path / "eval_a", checkpoints["run_a"], 0.80),
+        _evaluated(tmp_path / "eval_a_pte", tmp_path / "a.pte", 0.70, artifact="executorch", weights="fp32"),
+    ]
+    assert shipped_accuracy.main([*map(str, first), "--json", str(record_path)]) == 0
+    later = [  # a re-evaluated file, a new file of run_a, a new checkpoint
+        _evaluated(tmp_path / "eval_a_pte2", tmp_path / "a.pte", 0.80, artifact="executorch", weights="fp32"),
+        _evaluated(tmp_path / "eval_b", checkpoints["run_b"], 0.60),
+        _evaluated(tmp_path / "eval_a_int8", tmp_path / "a_int8.pte", 0.79, artifact="executorch", weights="int8"),
+    ]
+    assert shipped_accuracy.main([*map(str, later), "--update", str(record_path)]) == 0
+    rows = json.loads(record_path.read_text())["rows"]
+    assert [(row["source"], row["file"], row["top1"]) for row in rows] == [
+        ("run_a/last.ckpt", "last.ckpt", 0.80),
+        ("run_a/last.ckpt", "a.pte", 0.80),
+        ("run_a/last.ckpt", "a_int8.pte", 0.79),
+        ("run_b/last.ckpt", "last.ckpt", 0.60),
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        shipped_accuracy.main([str(later[0]), "--update", str(tmp_path / "none.json")])
+    assert exit_info.value.code == 2
+
+
 def test_shipped_accuracy_names_a_directory_without_results(tmp_path: Path, capsys) -> None:
     from benchmarks import shipped_accuracy
 

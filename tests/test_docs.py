@@ -87,3 +87,24 @@ def test_documented_links_reach_a_file_and_a_heading() -> None:
                 if not linked.exists() or (anchor and linked.suffix == ".md" and anchor not in _anchors(linked)):
                     broken.append(f"{path.name}:{number}: {target}")
     assert not broken
+
+
+# Each generated table in docs/ and the command (in benchmarks/README.md) that makes it from its run record.
+GENERATED_TABLES = [
+    ("deployment", "docs/runs/deployment.json", [], "docs/deployment.md"),
+    ("deployment", "docs/runs/deployment_avx2.json", [], "docs/deployment_avx2.md"),
+    ("operator_profile", "docs/runs/operator_profile.json", ["--top", "10"], "docs/operator_profile.md"),
+    ("shipped_accuracy", "docs/runs/shipped_accuracy.json", [], "docs/shipped_accuracy.md"),
+]
+
+
+@pytest.mark.parametrize(("script", "record", "options", "table"), GENERATED_TABLES)
+def test_generated_tables_are_what_their_records_make(
+    script: str, record: str, options: list[str], table: str, tmp_path: Path
+) -> None:
+    """The committed table equals what its script makes from the record today: never edited by hand, never stale."""
+    import importlib
+
+    module = importlib.import_module(f"benchmarks.{script}")
+    assert module.main(["--table", str(ROOT / record), *options, "--markdown", str(tmp_path / "table.md")]) == 0
+    assert (ROOT / table).read_text() == (tmp_path / "table.md").read_text()
