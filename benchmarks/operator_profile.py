@@ -4,7 +4,8 @@ Usage (from the repository root, on an otherwise idle machine)::
 
     python benchmarks/operator_profile.py logs/train/runs/<time>/checkpoints/last_int8.pte --threads 2
     python benchmarks/operator_profile.py fp32.onnx int8.onnx --runs 100 --json profile.json
-    python benchmarks/operator_profile.py --table docs/runs/operator_profile.json --top 10 --markdown docs/operator_profile.md
+    python benchmarks/operator_profile.py --table docs/runs/operator_profile.json --top 10 \\
+        --markdown docs/operator_profile.md
 
 - ExecuTorch (``.pte``): the program's ETDump (``_load_for_executorch(enable_etdump=True)``) read by ExecuTorch's
   ``Inspector``. XNNPACK reports each operator it runs inside the delegate (``Fully Connected (NC, QS8, QC8W)

@@ -13,8 +13,9 @@ for a checkpoint and each artifact exported from it::
 An EVAL_DIR is an evaluate.py output directory (its ``metrics.json``). For an artifact, the file it evaluated gives
 the size and its sidecar (``<artifact>.json``) the quantization and the checkpoint it came from; rows are grouped by
 that checkpoint and compared with the checkpoint's own row. ``--update`` adds the rows to an existing record: a row of
-the same checkpoint, runtime and file replaces the old one, the other rows stay. An int8 file exported from a quantization-aware training
-checkpoint is compared with the fp32 checkpoint that training started from. The record keeps names, not machine paths.
+the same checkpoint, runtime and file replaces the old one, the other rows stay. An int8 file exported from a
+quantization-aware training checkpoint is compared with the fp32 checkpoint that training started from. The record
+keeps names, not machine paths.
 """
 
 from __future__ import annotations
