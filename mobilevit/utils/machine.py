@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+from pathlib import Path
 from datetime import datetime, timezone
 from typing import Any
 
@@ -22,18 +23,24 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-# CPU flags of int8 dot-product instructions (Linux /proc/cpuinfo "flags" on x86, "Features" on Arm): where
-# XNNPACK's and ONNX Runtime's int8 kernels outrun their float32 ones.
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
+    """The CPU's feature flags: the "flags" line of Linux /proc/cpuinfo on x86, "Features" on Arm (empty when the file
+    is unreadable, e.g. not Linux)."""
+    try:
+        with open(cpuinfo) as file:
+            return next((set(line.split(":", 1)[1].split()) for line in file if line.startswith(("flags", "Features"))),
+                        set())  # fmt: skip
+    except OSError:
+        return set()
+
+
+# CPU flags of int8 dot-product instructions: where XNNPACK's and ONNX Runtime's int8 kernels outrun their float32 ones.
 INT8_DOT_PRODUCT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
 
 
-def int8_dot_product_flags(cpuinfo: str = "/proc/cpuinfo") -> list[str]:
+def int8_dot_product_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> list[str]:
     """The :data:`INT8_DOT_PRODUCT_FLAGS` this CPU has (empty when none, or when /proc/cpuinfo is unreadable)."""
-    try:
-        with open(cpuinfo) as file:
-            flags = next((line.split(":", 1)[1].split() for line in file if line.startswith(("flags", "Features"))), [])
-    except OSError:
-        return []
+    flags = cpu_flags(cpuinfo)
     return [flag for flag in INT8_DOT_PRODUCT_FLAGS if flag in flags]
 
 

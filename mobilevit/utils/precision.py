@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from mobilevit.errors import UserInputError
+from mobilevit.utils.machine import cpu_flags
 
 # CPU flags (Linux /proc/cpuinfo) of native bfloat16 arithmetic: without them bf16 autocast runs emulated and slow.
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -24,10 +25,7 @@ AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {
 @functools.cache
 def cpu_supports_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
     """True when the CPU has native bfloat16 instructions (AVX512-BF16 or AMX)."""
-    try:
-        flags = Path(cpuinfo).read_text().split()
-    except OSError:  # not Linux: no way to tell cheaply, stay on float32
-        return False
+    flags = cpu_flags(cpuinfo)  # empty where unreadable (not Linux): stay on float32
     return any(flag in flags for flag in CPU_BF16_FLAGS)
 
 
