@@ -39,7 +39,6 @@ from mobilevit.models.fuse import fuse_batchnorm
 from mobilevit.utils.machine import machine_info
 
 INT8_MODELS = ("mobilevit_xxs", "mobilevit_xs", "mobilevitv2_050", "mobilevitv2_100")
-RUNTIMES = ("eager", "timm", "onnxruntime", "onnxruntime-int8", "executorch", "executorch-int8")
 RUNTIME_TITLES = {
     "eager": "PyTorch eager fp32 (ours)",
     "timm": "PyTorch eager fp32 (timm)",
@@ -47,7 +46,11 @@ RUNTIME_TITLES = {
     "onnxruntime-int8": "ONNX Runtime int8",
     "executorch": "ExecuTorch/XNNPACK fp32",
     "executorch-int8": "ExecuTorch/XNNPACK int8",
+    "executorch-int8-float-residual-attention": "ExecuTorch/XNNPACK int8, residual adds and attention products float",
 }
+RUNTIMES = tuple(RUNTIME_TITLES)
+# int8 programs with operation groups kept float (mobilevit.export.executorch.FLOAT_OP_GROUPS): the speed they cost.
+FLOAT_OPS = {"executorch-int8-float-residual-attention": ("residual", "attention")}
 
 
 def _runner(runtime: str, name: str, size: int, folder: Path, threads: int, calibration: int) -> tuple[Callable, int | None]:
@@ -65,7 +68,7 @@ def _runner(runtime: str, name: str, size: int, folder: Path, threads: int, cali
         model = timm.create_model(name, num_classes=1000).eval()
         return model, None
     images = torch.rand(calibration, 3, size, size, generator=torch.Generator().manual_seed(0))
-    int8 = runtime.endswith("-int8")
+    int8 = "-int8" in runtime
     path = folder / f"{name}_{runtime}.{'onnx' if runtime.startswith('onnx') else 'pte'}"
     if runtime.startswith("onnxruntime"):
         from mobilevit.export.onnx import export_onnx, quantize_onnx
@@ -78,7 +81,7 @@ def _runner(runtime: str, name: str, size: int, folder: Path, threads: int, cali
     else:
         from mobilevit.export.executorch import export_executorch
 
-        export_executorch(net, path, (size, size), images if int8 else None)
+        export_executorch(net, path, (size, size), images if int8 else None, float_ops=FLOAT_OPS.get(runtime, ()))
     sidecar = {"format": "bench", "class_names": [str(i) for i in range(1000)], "input": {"shape": [1, 3, size, size]}}
     write_sidecar(path, {**sidecar, "preprocessing": {"image_size": size}})
     artifact = load_artifact(path, threads=threads)
@@ -118,7 +121,7 @@ def markdown(record: dict[str, Any]) -> str:
     rows = record["rows"]
     eager = {(r["model"], r["image_size"]): r["latency_ms"] for r in rows if r["runtime"] == "eager"}
     timm = {(r["model"], r["image_size"]): r["latency_ms"] for r in rows if r["runtime"] == "timm"}
-    fp32_size = {(r["model"], r["runtime"].removesuffix("-int8")): r["file_bytes"] for r in rows if not r["runtime"].endswith("-int8")}
+    fp32_size = {(r["model"], r["runtime"]): r["file_bytes"] for r in rows if "-int8" not in r["runtime"]}
     header = ["variant", "px", "runtime", "batch-1 latency", f"batch-{record['batch_size']} img/s", "file"]
     header += ["vs ours eager", "vs timm eager"]
     lines = ["| " + " | ".join(header) + " |", "|---|---:|---|" + "---:|" * (len(header) - 3)]
@@ -127,8 +130,8 @@ def markdown(record: dict[str, Any]) -> str:
         ours = eager.get(key)
         theirs = timm.get(key)
         size = "" if r["file_bytes"] is None else f"{r['file_bytes'] / 2**20:.2f} MiB"
-        base = fp32_size.get((r["model"], r["runtime"].removesuffix("-int8")))
-        if r["runtime"].endswith("-int8") and base:
+        base = fp32_size.get((r["model"], r["runtime"].split("-int8")[0]))
+        if "-int8" in r["runtime"] and base:
             size += f" ({100 * r['file_bytes'] / base:.0f} %)"
         speedups = ["" if base_ms is None else f"{base_ms / r['latency_ms']:.2f}x" for base_ms in (ours, theirs)]
         lines.append(

@@ -18,8 +18,8 @@ from conftest import TINY_CHECKPOINT_MODELS
 from mobilevit.checkpoint import datamodule_from_weights, read_trained
 from mobilevit.export import calibration, load_artifact, main as export_main
 from mobilevit.export.onnx import FLOAT_OP_GROUPS, int8_tensor_count, quantize_onnx
-from mobilevit.models.mobilevit_v1 import MultiHeadSelfAttention
-from mobilevit.models.mobilevit_v2 import SeparableSelfAttention
+from mobilevit.models.mobilevit_v1 import MultiHeadSelfAttention, TransformerLayer
+from mobilevit.models.mobilevit_v2 import LinearTransformerLayer, SeparableSelfAttention
 from mobilevit.export.sidecar import sidecar_path
 
 MODELS = TINY_CHECKPOINT_MODELS
@@ -52,6 +52,8 @@ def test_onnx_fp32_matches_pytorch_and_int8_holds_int8(name: str, tiny_checkpoin
     assert int8.stat().st_size < 0.5 * fp32.stat().st_size
     sidecar = json.loads(sidecar_path(int8).read_text())
     assert sidecar["quantization"]["scheme"] == "int8" and sidecar["quantization"]["calibration_images"] == 8
+    # No --float-ops: v2 keeps its residual adds float (what kept its int8 accuracy), v1 quantizes every group.
+    assert sidecar["quantization"]["float_ops"] == (["residual"] if name.startswith("mobilevitv2") else [])
     assert sidecar["class_names"] == ["circle", "square", "triangle"]
     assert sidecar["preprocessing"]["image_size"] == 32 and sidecar["input"]["shape"] == ["N", 3, 32, 32]
     assert load_artifact(int8)(torch.rand(2, 3, 32, 32)).shape == (2, 3)
@@ -133,8 +135,7 @@ def test_float_op_groups_find_v1_and_v2_nodes_and_keep_them_float(name: str, tin
     ReduceSum, where finding by op type kept nothing of v2 in float. The attention products and the GroupNorm affine
     ops are quantized in the plain file and float with the groups kept."""
     net = read_trained(tiny_checkpoints[name]).build()
-    layers = {kind: sum(isinstance(module, kind) for module in net.modules())
-              for kind in (MultiHeadSelfAttention, SeparableSelfAttention, torch.nn.LayerNorm, torch.nn.GroupNorm)}
+    layers = _layer_counts(net)
     attention = layers[MultiHeadSelfAttention] + layers[SeparableSelfAttention]
     fp32 = _export(tiny_checkpoints[name], tmp_path / "m.onnx")
     found = {group: find(onnx.load(str(fp32)).graph) for group, find in FLOAT_OP_GROUPS.items()}
@@ -142,6 +143,7 @@ def test_float_op_groups_find_v1_and_v2_nodes_and_keep_them_float(name: str, tin
     assert len(found["attention"]) == 2 * attention  # q kᵀ and attn v; v2: scores x keys and ReLU(values) x context
     assert len(found["norm"]) == layers[torch.nn.LayerNorm] + 3 * layers[torch.nn.GroupNorm]
     assert found["silu"]
+    assert len(found["residual"]) == 2 * (layers[TransformerLayer] + layers[LinearTransformerLayer])  # attn, MLP
     images = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     quantize_onnx(fp32, tmp_path / "plain.onnx", images)
     done = quantize_onnx(fp32, tmp_path / "kept.onnx", images, float_ops=tuple(FLOAT_OP_GROUPS))
@@ -150,9 +152,44 @@ def test_float_op_groups_find_v1_and_v2_nodes_and_keep_them_float(name: str, tin
     graph = onnx.load(str(fp32)).graph
     affine = [node.name for node in graph.node if node.name in found["norm"] and node.op_type in ("Mul", "Add")]
     assert len(affine) == 2 * layers[torch.nn.GroupNorm]
-    for names in (found["attention"], affine):
+    for names in (found["attention"], affine, found["residual"]):
         assert _quantized(plain, names) == set(names)
         assert _quantized(kept, names) == set()
+
+
+def _layer_counts(net: torch.nn.Module) -> dict[type, int]:
+    kinds = (MultiHeadSelfAttention, SeparableSelfAttention, TransformerLayer, LinearTransformerLayer,
+             torch.nn.LayerNorm, torch.nn.GroupNorm)  # fmt: skip
+    return {kind: sum(isinstance(module, kind) for module in net.modules()) for kind in kinds}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_xnnpack_float_op_groups_keep_their_operations_float(name: str, tiny_checkpoints) -> None:
+    """ExecuTorch's --float-ops groups: two residual adds per transformer layer; v2's two attention products per
+    separable attention (v1's matmuls are float in XNNPACK's scheme). XNNPACK's quantizer annotates each for int8 in
+    the plain graph and leaves it float with its group kept; an unknown group is refused naming the valid ones."""
+    from torchao.quantization.pt2e.quantizer.quantizer import Q_ANNOTATION_KEY
+
+    from mobilevit.errors import UserInputError
+    from mobilevit.export.executorch import FLOAT_OP_GROUPS, _export_ready, _exported, float_nodes, xnnpack_quantizer
+
+    net = read_trained(tiny_checkpoints[name]).build(fuse_bn=True)
+    layers = _layer_counts(net)
+    graph = _exported(_export_ready(net), (32, 32)).graph
+    found = {group: {node.name for node in float_nodes(graph, [group])} for group in FLOAT_OP_GROUPS}
+    assert len(found["residual"]) == 2 * (layers[TransformerLayer] + layers[LinearTransformerLayer]) > 0
+    assert len(found["attention"]) == 2 * layers[SeparableSelfAttention]
+
+    def int8_nodes(float_ops: tuple[str, ...]) -> set[str]:
+        module = _exported(net, (32, 32)).module()
+        xnnpack_quantizer(keep_float=float_nodes(module.graph, float_ops)).annotate(module)
+        return {node.name for node in module.graph.nodes if Q_ANNOTATION_KEY in node.meta}
+
+    kept = {node for nodes in found.values() for node in nodes}
+    assert kept <= int8_nodes(())
+    assert not kept & int8_nodes(tuple(FLOAT_OP_GROUPS))
+    with pytest.raises(UserInputError, match=r"--float-ops for --format executorch must be one of \['residual'"):
+        float_nodes(graph, ["softmax"])
 
 
 @pytest.mark.slow
@@ -175,20 +212,25 @@ def test_executorch_fp32_and_int8_are_delegated_to_xnnpack(
     fp32 = _export(ckpt, tmp_path / "m.pte", "--format", "executorch")
     # XNNPACK's fp32 kernels differ from PyTorch's in summation order only.
     assert _max_diff(ckpt, fp32) <= 1e-4
-    # Every operation runs in XNNPACK (XNNPACK_DECOMPOSITIONS), but v2's qkv split and, in fp32, the layout copy
-    # before its attention's sum (one each per attention layer).
-    v2_outside = {"aten_split_with_sizes_copy_default", "dim_order_ops__to_dim_order_copy_default"}
-    outside = v2_outside if name.startswith("mobilevitv2") else set()
+    # Every operation runs in XNNPACK (XNNPACK_DECOMPOSITIONS, unfused attention), but v2's layout copy before its
+    # attention's sum (one per attention layer).
+    outside = {"dim_order_ops__to_dim_order_copy_default"} if name.startswith("mobilevitv2") else set()
     assert set(delegations[0].outside) <= outside
+    # Float groups (v2: its default, residual adds and attention products; v1: asked for) run as fp32 operations
+    # between int8 ones, inside the delegate all the same.
+    v2 = name.startswith("mobilevitv2")
+    float_ops = ["residual", "attention"] if v2 else ["residual"]
     int8 = _export(
-        ckpt, tmp_path / "m_int8.pte", "--format", "executorch", "--quantize", "int8", "--calibration-images", "8"
-    )
+        ckpt, tmp_path / "m_int8.pte", "--format", "executorch", "--quantize", "int8", "--calibration-images", "8",
+        *([] if v2 else ["--float-ops", *float_ops]),
+    )  # fmt: skip
     assert set(delegations[1].outside) <= outside
     # The quantized program stores its conv/linear weights as int8 tensors.
     assert delegations[1].int8_weights >= delegations[1].delegated["aten_convolution_default"]
     assert int8.stat().st_size < 0.5 * fp32.stat().st_size
     quantization = json.loads(sidecar_path(int8).read_text())["quantization"]
     assert quantization["method"] == "minmax" and quantization["calibration_images"] == 8
+    assert quantization["float_ops"] == float_ops
 
 
 def test_xnnpack_decompositions_compute_the_operations_they_replace() -> None:
@@ -307,7 +349,7 @@ def test_bad_inputs_give_one_line_and_exit_2(tiny_checkpoints, tmp_path: Path, c
     err = _one_line_exit_2(capsys, ckpt, *pte_int8, "--calibration-method", "entropy")
     assert "--calibration-method for --format executorch must be one of ['minmax', 'histogram']" in err
     err = _one_line_exit_2(capsys, ckpt, *pte_int8, "--float-ops", "softmax")
-    assert "--float-ops applies to --format onnx only" in err
+    assert "--float-ops for --format executorch must be one of ['residual', 'attention'], got 'softmax'" in err
 
     monkeypatch.setattr(SyntheticDataModule, "raw_dataset", lambda self, split: [])
     err = _one_line_exit_2(capsys, ckpt, "--quantize", "int8", "--output", str(tmp_path / "q.onnx"))
@@ -337,12 +379,38 @@ def test_deployment_benchmark_quick_run_and_table(tmp_path: Path) -> None:
     record = json.loads(record_path.read_text())
     assert [row["runtime"] for row in record["rows"]] == list(deployment.RUNTIMES)
     sizes = {row["runtime"]: row["file_bytes"] for row in record["rows"]}
-    assert sizes["onnxruntime-int8"] < 0.5 * sizes["onnxruntime"] and sizes["executorch-int8"] < 0.5 * sizes["executorch"]
+    for int8, fp32 in (("onnxruntime-int8", "onnxruntime"), ("executorch-int8", "executorch"),
+                       ("executorch-int8-float-residual-attention", "executorch")):  # fmt: skip
+        assert sizes[int8] < 0.5 * sizes[fp32]
     assert all(row["latency_ms"] > 0 and len(row["latency_s_raw"]) == 4 for row in record["rows"])
     # The docs table is generated from the record alone.
     assert deployment.main(["--table", str(record_path), "--markdown", str(table_path)]) == 0
     table = table_path.read_text()
-    assert table.count("| mobilevit_xxs |") == 6 and "ExecuTorch/XNNPACK int8" in table
+    assert table.count("| mobilevit_xxs |") == len(deployment.RUNTIMES) and "attention products float" in table
     assert "int8 dot product: " in table.splitlines()[0]  # where int8 kernels can outrun float32 ones
     eager = record["rows"][0]["latency_ms"]
     assert f"{eager / record['rows'][-1]['latency_ms']:.2f}x" in table
+
+
+def test_int8_sensitivity_scores_each_float_op_set_on_the_val_split(tiny_checkpoints, tmp_path: Path, capsys) -> None:
+    """benchmarks/int8_sensitivity.py: fp32 then one simulated int8 row per --float-ops set, counted on every val
+    image; an unknown group is refused in one line (exit code 2) before anything is loaded."""
+    from benchmarks import int8_sensitivity
+
+    ckpt = str(tiny_checkpoints["mobilevitv2_050"])
+    record_path = tmp_path / "sensitivity.json"
+    sets = ["none", "residual attention"]
+    args = [ckpt, "--float-ops", *sets, "--calibration-images", "4", "--threads", "1", "--json", str(record_path)]
+    assert int8_sensitivity.main(args) == 0
+    record = json.loads(record_path.read_text())
+    datamodule = datamodule_from_weights(read_trained(tiny_checkpoints["mobilevitv2_050"]), {"num_workers": 0})
+    datamodule.setup("validate")
+    assert record["num_images"] == len(datamodule.val_dataloader().dataset) > 0
+    assert [row["float_ops"] for row in record["rows"]] == [None, [], ["residual", "attention"]]
+    assert all(0 <= row["top1"] <= 1 for row in record["rows"])
+    table = capsys.readouterr().out
+    assert "| int8 | residual attention |" in table and "| int8 | none |" in table
+    with pytest.raises(SystemExit) as error:
+        int8_sensitivity.main([ckpt, "--float-ops", "softmax"])
+    err = capsys.readouterr().err
+    assert error.value.code == 2 and "--float-ops must be one of ['none', 'residual', 'attention']" in err

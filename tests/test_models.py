@@ -116,12 +116,19 @@ def test_v1_attention_goes_through_scaled_dot_product_attention(monkeypatch: pyt
     assert calls[0] == (4, 4, 16, 16)  # (batch * patch area 2x2, heads, 8x8 map / 2x2 patches, 64 / 4 heads)
 
 
-def test_v1_unfused_attention_computes_the_same_function() -> None:
-    """``fused = False`` (what the ExecuTorch export lowers: slices and 3-D bmm) gives the fused path's output."""
+@pytest.mark.parametrize("family", ["v1", "v2"])
+def test_unfused_attention_computes_the_same_function(family: str) -> None:
+    """``fused = False`` (what the ExecuTorch export lowers: v1's slices and 3-D bmm, v2's qkv channel slices and 3-D
+    softmax) gives the fused path's output."""
     from mobilevit.models.mobilevit_v1 import MultiHeadSelfAttention
+    from mobilevit.models.mobilevit_v2 import SeparableSelfAttention
 
-    attention = MultiHeadSelfAttention(dim=64, num_heads=4).eval()
-    tokens = torch.randn(8, 16, 64, generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    if family == "v1":
+        attention, tokens = MultiHeadSelfAttention(dim=64, num_heads=4), torch.randn(8, 16, 64, generator=generator)
+    else:  # (B, d, P, N)
+        attention, tokens = SeparableSelfAttention(dim=64), torch.randn(2, 64, 4, 16, generator=generator)
+    attention.eval()
     fused = attention(tokens)
     attention.fused = False
     assert torch.allclose(attention(tokens), fused, atol=1e-6, rtol=1e-5)

@@ -30,10 +30,11 @@ def _qat_config(make_cfg, source: Path, *overrides: str):  # noqa: ANN202 - Dict
 
 @pytest.mark.parametrize("name", ["mobilevitv2_050"])  # the family post-training int8 served worst; 4 minutes each
 def test_qat_fine_tunes_through_int8_and_exports_with_the_learned_ranges(
-    name: str, tiny_checkpoints, make_cfg, tmp_path: Path, monkeypatch
+    name: str, tiny_checkpoints, make_cfg, tmp_path: Path, monkeypatch, capsys
 ) -> None:
     source = tiny_checkpoints[name]
-    cfg = _qat_config(make_cfg, source, f"model={name}")
+    # With the transformer's residual adds kept float: the int8 program must rebuild the graph QAT trained.
+    cfg = _qat_config(make_cfg, source, f"model={name}", "callbacks.qat.float_ops=[residual]")
     assert cfg.callbacks.qat.source == str(source) and cfg.trainer.precision == "32-true" and not cfg.test
     metrics, objects = train_script.train(cfg)
     assert isinstance(objects["model"].net, torch.fx.GraphModule) and "val/acc" in metrics
@@ -59,9 +60,14 @@ def test_qat_fine_tunes_through_int8_and_exports_with_the_learned_ranges(
 
     monkeypatch.setattr(calibration, "calibration_images", no_calibration)
     program = tmp_path / "qat_int8.pte"
-    assert export_main([str(last), "--format", "executorch", "--quantize", "int8", "--output", str(program)]) == 0
+    int8 = [str(last), "--format", "executorch", "--quantize", "int8", "--output", str(program)]
+    assert export_main([*int8, "--float-ops", "attention"]) == 2
+    assert "trained with callbacks.qat.float_ops=['residual']" in capsys.readouterr().err
+    assert export_main(int8) == 0
     quantization = json.loads(sidecar_path(program).read_text())["quantization"]
-    assert quantization == {"scheme": "int8", "runtime": "xnnpack", "method": "qat", "qat_from": str(source)}
+    assert quantization == {
+        "scheme": "int8", "runtime": "xnnpack", "method": "qat", "float_ops": ["residual"], "qat_from": str(source)
+    }  # fmt: skip
     from mobilevit.export.executorch import qat_int8_network
 
     images = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))

@@ -12,6 +12,7 @@ with PyTorch 2 export QAT (:func:`mobilevit.export.executorch.prepare_qat`). The
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import lightning as L
 import torch
@@ -36,14 +37,17 @@ class QuantizationAwareTraining(L.Callback):
     Args:
         source: the fp32 checkpoint fine-tuned (``model.pretrained``); when it is a train.py checkpoint, its
             :data:`MATCHING_DATA_KEYS` must equal this run's.
+        float_ops: groups of operations kept float in training and in the int8 program
+            (:data:`mobilevit.export.executorch.FLOAT_OP_GROUPS`; read back by :func:`recorded_float_ops`).
 
     Raises:
         UserInputError: no ``source``; the data plan trains or evaluates at more than one size, or differs from
             ``source``'s.
     """
 
-    def __init__(self, source: str | None = None) -> None:
+    def __init__(self, source: str | None = None, float_ops: Sequence[str] = ()) -> None:
         self.source = source
+        self.float_ops = tuple(float_ops)
 
     def _check_data(self, datamodule: L.LightningDataModule) -> None:
         from mobilevit.models import read_weights
@@ -74,5 +78,13 @@ class QuantizationAwareTraining(L.Callback):
                 f"Quantization-aware training captures the network at one input size, but this run uses {sizes} px: "
                 "set data.resolution_schedule=null, data.multiscale=false and data.eval_image_size=null."
             )
-        pl_module.net = prepare_qat(pl_module.net, (sizes[0], sizes[0]))
-        log.info("Quantization-aware training: XNNPACK int8 fake-quantization at %d px.", sizes[0])
+        pl_module.net = prepare_qat(pl_module.net, (sizes[0], sizes[0]), self.float_ops)
+        floats = ", ".join(self.float_ops) or "none"
+        log.info("Quantization-aware training: XNNPACK int8 fake-quantization at %d px (float: %s).", sizes[0], floats)
+
+
+def recorded_float_ops(run_config: dict | None) -> tuple[str, ...]:
+    """The ``float_ops`` a QAT run trained with, from its resolved config (``callbacks.qat.float_ops``): the int8
+    program must keep the same groups float, or its graph would not match the learned ranges."""
+    qat = ((run_config or {}).get("callbacks") or {}).get("qat") or {}
+    return tuple(qat.get("float_ops") or ())

@@ -13,10 +13,10 @@ import torch
 from mobilevit.data.transforms import check_image_size
 from mobilevit.errors import UserInputError, require_choice, require_int
 from mobilevit.export import calibration, onnx as onnx_export
-from mobilevit.export.executorch import PT2E_CALIBRATION_METHODS
+from mobilevit.export import executorch as executorch_export
 from mobilevit.export.runtime import EXTRAS, load_artifact, require_extra
 from mobilevit.export.sidecar import sidecar_record, write_sidecar
-from mobilevit.models import list_models, read_weights
+from mobilevit.models import list_models, mobilevit_v2, read_weights
 from mobilevit.models.hub import HUB_PREFIX, IMAGENET
 
 # Why H/W stay static: each MobileViT block resizes a feature map whose side is odd, decided per input size while
@@ -27,9 +27,21 @@ DYNAMIC_SIZE_REFUSAL = (
     "so one graph cannot serve every H x W; export one file per size with --image-size H W."
 )
 SUFFIXES = {"onnx": ".onnx", "executorch": ".pte"}
-CALIBRATION_METHODS = {"onnx": onnx_export.CALIBRATION_METHODS, "executorch": PT2E_CALIBRATION_METHODS}
-ALL_CALIBRATION_METHODS = list(dict.fromkeys(method for methods in CALIBRATION_METHODS.values() for method in methods))
 QUANTIZATIONS = ("int8",)
+# Per format: the --calibration-method and --float-ops choices.
+CALIBRATION_METHODS = {
+    "onnx": onnx_export.CALIBRATION_METHODS, "executorch": executorch_export.PT2E_CALIBRATION_METHODS,
+}  # fmt: skip
+FLOAT_OP_GROUPS = {"onnx": tuple(onnx_export.FLOAT_OP_GROUPS), "executorch": tuple(executorch_export.FLOAT_OP_GROUPS)}
+# --float-ops when none are given, for MobileViT v2: the groups that kept its int8 accuracy (docs/shipped_accuracy.md,
+# the stratified CPU recipe's mobilevitv2_050: ExecuTorch -3.8 -> -0.6 points, ONNX Runtime -3.0 -> -1.7; the speed
+# stayed within run-to-run noise in docs/deployment.md). v1 quantizes every group (mobilevit_xxs lost <= 0.2 point).
+V2_DEFAULT_FLOAT_OPS = {"onnx": ("residual",), "executorch": ("residual", "attention")}
+
+
+def _union(choices: dict[str, tuple[str, ...]]) -> list[str]:
+    """Every format's choices, once each, in order (argparse's list; each format's own is checked in export())."""
+    return list(dict.fromkeys(choice for per_format in choices.values() for choice in per_format))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -57,16 +69,23 @@ def build_parser() -> argparse.ArgumentParser:
     calib = parser.add_argument_group("int8 calibration (training split of the checkpoint's dataset)")
     calib.add_argument("--calibration-images", type=int, default=calibration.DEFAULT_CALIBRATION_IMAGES)
     calib.add_argument(
-        "--calibration-method", default="minmax", choices=ALL_CALIBRATION_METHODS,
+        "--calibration-method", default="minmax", choices=_union(CALIBRATION_METHODS),
         help="activation ranges: minmax (both formats), percentile or entropy (onnx), histogram (executorch)",
     )  # fmt: skip
     calib.add_argument(
-        "--float-ops", nargs="*", default=[], choices=list(onnx_export.FLOAT_OP_GROUPS),
-        help="ONNX Runtime: operator groups kept in float32 (XNNPACK keeps softmax, norms, attention, SiLU in float)",
+        "--float-ops", nargs="*", choices=_union(FLOAT_OP_GROUPS),
+        help="operator groups kept in float32: softmax, norm, attention, silu, residual (onnx); residual, attention "
+        "(executorch, whose int8 scheme keeps softmax, norms, attention matmuls and SiLU in float already). Default: "
+        "residual (onnx) or residual attention (executorch) for MobileViT v2, none for v1; --float-ops alone: none",
     )  # fmt: skip
     calib.add_argument("--data-root", help="where the training data is (default: the checkpoint's data.root)")
     calib.add_argument("--seed", type=int, default=0, help="which calibration images are drawn")
     return parser
+
+
+def default_float_ops(format_name: str, variant: str) -> tuple[str, ...]:
+    """The --float-ops of an int8 export that gives none: :data:`V2_DEFAULT_FLOAT_OPS` for MobileViT v2, none for v1."""
+    return V2_DEFAULT_FLOAT_OPS[format_name] if variant in mobilevit_v2.VARIANTS else ()
 
 
 def _output_path(args: argparse.Namespace, variant: str) -> Path:
@@ -93,11 +112,8 @@ def export(args: argparse.Namespace) -> Path:
         raise UserInputError(DYNAMIC_SIZE_REFUSAL)
     key = f"--calibration-method for --format {args.format}"
     require_choice(args.calibration_method, key, CALIBRATION_METHODS[args.format])
-    if args.float_ops and args.format != "onnx":
-        raise UserInputError(
-            "--float-ops applies to --format onnx only: XNNPACK's quantizer keeps softmax, LayerNorm/GroupNorm and "
-            "the attention matmuls in float by design."
-        )
+    for group in args.float_ops or ():
+        require_choice(group, f"--float-ops for --format {args.format}", FLOAT_OP_GROUPS[args.format])
     require_extra(*EXTRAS[args.format])
     if args.format == "onnx":
         require_extra("onnxscript", "export")
@@ -116,10 +132,17 @@ def export(args: argparse.Namespace) -> Path:
         if weights.fake_quant_state is not None:
             print("A quantization-aware training checkpoint: ONNX Runtime calibrates its fine-tuned float weights "
                   "(--format executorch uses the learned int8 ranges).")  # fmt: skip
+    float_ops = default_float_ops(args.format, weights.variant) if args.float_ops is None else tuple(args.float_ops)
     if learned_ranges:
-        from mobilevit.export.executorch import qat_int8_network
+        from mobilevit.callbacks.qat import recorded_float_ops
 
-        model = qat_int8_network(weights, size)
+        float_ops = recorded_float_ops(weights.run_config)
+        if args.float_ops is not None and set(args.float_ops) != set(float_ops):
+            raise UserInputError(
+                f"--float-ops {' '.join(args.float_ops)}: this quantization-aware training checkpoint was trained with "
+                f"callbacks.qat.float_ops={list(float_ops)}, which its int8 program keeps (drop --float-ops)."
+            )
+        model = executorch_export.qat_int8_network(weights, size)
         print("Quantization-aware training checkpoint: int8 with the ranges learned in training (no calibration).")
     else:
         model = weights.build(fuse_bn=not args.no_fuse_bn)
@@ -132,19 +155,18 @@ def export(args: argparse.Namespace) -> Path:
             with tempfile.TemporaryDirectory() as tmp:
                 fp32 = onnx_export.export_onnx(model, Path(tmp) / "fp32.onnx", size, args.opset)
                 output.parent.mkdir(parents=True, exist_ok=True)
-                done = onnx_export.quantize_onnx(fp32, output, images, args.calibration_method, tuple(args.float_ops))
+                done = onnx_export.quantize_onnx(fp32, output, images, args.calibration_method, float_ops)
             quantization = {"scheme": "int8", "method": args.calibration_method, **done}
         batch = None
     else:
-        from mobilevit.export.executorch import MAX_BATCH, export_executorch
-
-        delegation = export_executorch(model, output, size, images, args.calibration_method)
+        method = args.calibration_method
+        delegation = executorch_export.export_executorch(model, output, size, images, method, float_ops)
         if args.quantize:
-            method = "qat" if learned_ranges else args.calibration_method
-            quantization = {"scheme": "int8", "runtime": "xnnpack", "method": method}
+            method = "qat" if learned_ranges else method
+            quantization = {"scheme": "int8", "runtime": "xnnpack", "method": method, "float_ops": list(float_ops)}
         outside = ", ".join(f"{name} x{count}" for name, count in sorted(delegation.outside.items())) or "none"
         print(f"XNNPACK delegate: {sum(delegation.delegated.values())} operators; outside it: {outside}")
-        batch = str(MAX_BATCH)
+        batch = str(executorch_export.MAX_BATCH)
     if images is not None:
         quantization.update(calibration_images=len(images), calibration_split=calibration.CALIBRATION_SPLIT)
     if quantization is not None and weights.fake_quant_state is not None:  # the fp32 checkpoint QAT started from

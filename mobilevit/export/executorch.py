@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +29,9 @@ class Delegation:
 
 
 def _export_ready(model: nn.Module) -> nn.Module:
-    """``model`` with its attention as batched matmuls + softmax (the fused op decomposes into masking ops XNNPACK
-    does not take)."""
+    """``model`` with its attention unfused (``fused = False``), in operations XNNPACK's delegate takes whole: v1's
+    as batched matmuls + softmax (the fused op decomposes into masking ops XNNPACK does not take), v2's qkv split as
+    slices and its softmax over a 3-D view."""
     for module in model.modules():
         if hasattr(module, "fused"):
             module.fused = False
@@ -95,9 +97,7 @@ def _mean(x, dims, keepdim=False, dtype=None):  # noqa: ANN001, ANN202
 # ATen operations that XNNPACK's delegate does not take, rewritten into ones it does: LayerNorm and one-group
 # GroupNorm as means, subtractions and rsqrt; sums as means; the classifier's global pooling with keepdim. Without
 # them, each such op runs on ExecuTorch's portable (unoptimised) kernel and cuts the delegate in two. Applied to the
-# final program, after quantization: the rewritten norms stay in float between their int8 neighbours. Not rewritten:
-# v2's split of the qkv channels (as slices, executorch 1.5.1's delegate returned wrong values: max |logit diff|
-# 0.64 on mobilevitv2_050 at 64 px), so v2 keeps one split per attention outside the delegate.
+# final program, after quantization: the rewritten norms stay in float between their int8 neighbours.
 XNNPACK_DECOMPOSITIONS = {
     torch.ops.aten.layer_norm.default: _layer_norm,
     torch.ops.aten.group_norm.default: _group_norm,
@@ -111,10 +111,69 @@ XNNPACK_DECOMPOSITIONS = {
 # histogram of the activations; it re-bins the histogram on every call, so calibration is much slower).
 PT2E_CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "histogram")
 
+_NORMS = {torch.ops.aten.layer_norm.default, torch.ops.aten.group_norm.default}
+_SAME_VALUES = {  # ops whose output holds their input's values (dropout: in eval, and in the exported program)
+    torch.ops.aten.view.default, torch.ops.aten.view_as.default, torch.ops.aten.reshape.default,
+    torch.ops.aten.dropout.default,
+}  # fmt: skip
 
-def xnnpack_quantizer(method: str = "minmax"):  # noqa: ANN201 - executorch's XNNPACKQuantizer
-    """XNNPACK's int8 configuration: per-channel symmetric int8 weights, per-tensor int8 activations whose ranges
-    ``method`` (one of :data:`PT2E_CALIBRATION_METHODS`) calibrates.
+
+def _normalized(value: object) -> bool:
+    """Whether ``value`` is an activation (not a weight) that a LayerNorm or GroupNorm reads."""
+    is_activation = isinstance(value, torch.fx.Node) and value.op != "get_attr"
+    return is_activation and any(user.target in _NORMS for user in value.users)
+
+
+def _residual_adds(graph: torch.fx.Graph) -> set[torch.fx.Node]:
+    """The residual adds of the pre-norm transformer layers, ``x + attn(norm1(x))`` and ``x + mlp(norm2(x))``: the
+    adds one of whose inputs a LayerNorm or GroupNorm also reads. They carry the token stream, whose range grows
+    layer by layer; an add's int8 output shares one scale between that wide stream and the small update."""
+    adds = (node for node in graph.nodes if node.target == torch.ops.aten.add.Tensor)
+    return {add for add in adds if any(_normalized(arg) for arg in add.args)}
+
+
+def _attention_products(graph: torch.fx.Graph) -> set[torch.fx.Node]:
+    """The activation x activation products of attention that XNNPACK's quantizer makes int8: MobileViT v2's
+    separable attention (section 3.2), the Mul of the softmax scores with the keys and, after their sum (the context
+    vector), the Mul of ReLU(values) with it. (v1's attention matmuls stay float in XNNPACK's scheme anyway.)"""
+    products = set()
+    for softmax in graph.nodes:
+        if softmax.target != torch.ops.aten.softmax.int:
+            continue
+        scores = softmax
+        while len(scores.users) == 1 and next(iter(scores.users)).target in _SAME_VALUES:
+            scores = next(iter(scores.users))
+        for scores_x_keys in (user for user in scores.users if user.target == torch.ops.aten.mul.Tensor):
+            products.add(scores_x_keys)
+            for context in scores_x_keys.users:
+                products |= {user for user in context.users if user.target == torch.ops.aten.mul.Tensor}
+    return products
+
+
+# --float-ops for ExecuTorch: the groups of operations XNNPACK's quantizer would make int8 that may stay float32
+# (the names of --format onnx's groups for the same operations). Softmax, LayerNorm/GroupNorm, v1's attention matmuls
+# and SiLU are float in XNNPACK's int8 scheme already.
+FLOAT_OP_GROUPS = {"residual": _residual_adds, "attention": _attention_products}
+
+
+def float_nodes(graph: torch.fx.Graph, float_ops: Collection[str]) -> set[torch.fx.Node]:
+    """The nodes of ``graph`` (an exported, not yet lowered program) in the groups ``float_ops`` of
+    :data:`FLOAT_OP_GROUPS`.
+
+    Raises:
+        UserInputError: an unknown group (one line naming the valid ones).
+    """
+    for group in float_ops:
+        require_choice(group, "--float-ops for --format executorch", tuple(FLOAT_OP_GROUPS))
+    return {node for group in float_ops for node in FLOAT_OP_GROUPS[group](graph)}
+
+
+def xnnpack_quantizer(  # noqa: ANN201 - executorch's XNNPACKQuantizer
+    method: str = "minmax", keep_float: Collection[torch.fx.Node] = (), is_qat: bool = False
+):
+    """XNNPACK's int8 configuration (executorch's ``XNNPACKQuantizer``): per-channel symmetric int8 weights,
+    per-tensor int8 activations whose ranges ``method`` (one of :data:`PT2E_CALIBRATION_METHODS`) calibrates, or
+    fake-quantizers for quantization-aware training (``is_qat``); the graph's nodes ``keep_float`` stay float.
 
     Raises:
         UserInputError: an unknown ``method`` (one line naming the choices).
@@ -127,50 +186,58 @@ def xnnpack_quantizer(method: str = "minmax"):  # noqa: ANN201 - executorch's XN
     )
     from torchao.quantization.pt2e import MinMaxObserver
 
-    config = get_symmetric_quantization_config(is_per_channel=True)  # HistogramObserver for activations
-    if method == "minmax":
+    config = get_symmetric_quantization_config(is_per_channel=True, is_qat=is_qat)  # HistogramObserver (PTQ)
+    if method == "minmax" and not is_qat:
         activation = dataclasses.replace(
             config.input_activation, observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12)
         )
         config = dataclasses.replace(config, input_activation=activation, output_activation=activation)
-    return XNNPACKQuantizer().set_global(config)
+    quantizer = XNNPACKQuantizer().set_global(config)
+    if keep_float:
+        # A node filter, not set_module_name: the module filter also tests each convolution's weight node, which
+        # has no module of its own, so a name-configured quantizer (executorch 1.5.1) skips every convolution.
+        floats = frozenset(keep_float)
+        quantizer.set_filter_function(lambda node: node not in floats)
+    return quantizer
 
 
 def quantize_pt2e(
-    model: nn.Module, image_size: tuple[int, int], images: torch.Tensor, method: str = "minmax"
+    model: nn.Module,
+    image_size: tuple[int, int],
+    images: torch.Tensor,
+    method: str = "minmax",
+    float_ops: Collection[str] = (),
 ) -> nn.Module:
     """``model`` quantized for XNNPACK with PT2E: calibrated on ``images`` (N, 3, H, W) with the activation ranges
-    of ``method`` (:func:`xnnpack_quantizer`), converted (Q/DQ nodes)."""
-    quantizer = xnnpack_quantizer(method)
+    of ``method``, the groups ``float_ops`` kept float (:func:`xnnpack_quantizer`), converted (Q/DQ nodes)."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    prepared = prepare_pt2e(_exported(_export_ready(model), image_size).module(), quantizer)
+    graph = _exported(_export_ready(model), image_size).module()
+    prepared = prepare_pt2e(graph, xnnpack_quantizer(method, float_nodes(graph.graph, float_ops)))
     with torch.no_grad():
         for batch in images.split(MAX_BATCH):  # the captured graph has the static batch of the program
             prepared(batch)
     return convert_pt2e(prepared)
 
 
-def prepare_qat(model: nn.Module, image_size: tuple[int, int]) -> torch.fx.GraphModule:
+def prepare_qat(
+    model: nn.Module, image_size: tuple[int, int], float_ops: Collection[str] = ()
+) -> torch.fx.GraphModule:
     """``model`` prepared for quantization-aware training (QAT) with XNNPACK's int8 scheme (PT2E,
     ``prepare_qat_pt2e``): captured in train mode at ``image_size`` with a dynamic batch, every weight and activation
     that the int8 program quantizes passes through a fake-quantizer (moving-average min/max ranges), and each
-    BatchNorm is simulated folded into its convolution, as the program folds it. Parameters are ``model``'s own
-    tensors under their own names; the fake-quantizers add ``activation_post_process_<n>`` state. ``.train()`` and
-    ``.eval()`` switch BatchNorm and the observers as on any module. :func:`convert_qat` makes the int8 network."""
+    BatchNorm is simulated folded into its convolution, as the program folds it; the groups ``float_ops`` stay float
+    (:data:`FLOAT_OP_GROUPS`). Parameters are ``model``'s own tensors under their own names; the fake-quantizers add
+    ``activation_post_process_<n>`` state. ``.train()`` and ``.eval()`` switch BatchNorm and the observers as on any
+    module. :func:`convert_qat` makes the int8 network."""
     require_extra("executorch", "executorch")
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer,
-        get_symmetric_quantization_config,
-    )
     from torchao.quantization.pt2e import allow_exported_model_train_eval
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=True))
     example = torch.rand(2, 3, *image_size)
     batch = {"x": {0: torch.export.Dim("batch", min=1)}}
-    program = torch.export.export(_export_ready(model).train(), (example,), dynamic_shapes=batch)
-    prepared = prepare_qat_pt2e(program.module(), quantizer)
+    graph = torch.export.export(_export_ready(model).train(), (example,), dynamic_shapes=batch).module()
+    prepared = prepare_qat_pt2e(graph, xnnpack_quantizer(keep_float=float_nodes(graph.graph, float_ops), is_qat=True))
     allow_exported_model_train_eval(prepared)
     return prepared
 
@@ -189,14 +256,17 @@ def convert_qat(prepared: torch.fx.GraphModule) -> nn.Module:
 
 def qat_int8_network(weights: Weights, image_size: tuple[int, int]) -> nn.Module:
     """The int8 network of a quantization-aware training checkpoint: its float weights and learned ranges
-    (``weights.fake_quant_state``) loaded into the :func:`prepare_qat` graph, converted (:func:`convert_qat`).
+    (``weights.fake_quant_state``) loaded into the :func:`prepare_qat` graph of the float groups it trained with,
+    converted (:func:`convert_qat`).
 
     Raises:
         ValueError: ``weights`` hold no fake-quantizer state (not a QAT checkpoint).
     """
     if weights.fake_quant_state is None:
         raise ValueError(f"{weights.source} is not a quantization-aware training checkpoint (no int8 ranges).")
-    prepared = prepare_qat(weights.build(), image_size)
+    from mobilevit.callbacks.qat import recorded_float_ops
+
+    prepared = prepare_qat(weights.build(), image_size, recorded_float_ops(weights.run_config))
     prepared.load_state_dict({**weights.state_dict, **weights.fake_quant_state})
     return convert_qat(prepared)
 
@@ -207,17 +277,18 @@ def export_executorch(
     image_size: tuple[int, int],
     images: torch.Tensor | None = None,
     method: str = "minmax",
+    float_ops: Collection[str] = (),
 ) -> Delegation:
     """Write ``model`` as an ExecuTorch program lowered to XNNPACK (int8 when calibration ``images`` are given, with
-    the activation ranges of ``method``); input (N ≤ :data:`MAX_BATCH`, 3, H, W) float32, output logits. Returns the
-    delegation counts."""
+    the activation ranges of ``method`` and the groups ``float_ops`` kept float: :func:`quantize_pt2e`); input
+    (N ≤ :data:`MAX_BATCH`, 3, H, W) float32, output logits. Returns the delegation counts."""
     require_extra("executorch", "executorch")
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
     model = _export_ready(model)
     if images is not None:
-        model = quantize_pt2e(model, image_size, images, method)
+        model = quantize_pt2e(model, image_size, images, method, float_ops)
     program = _exported(model, image_size).run_decompositions(XNNPACK_DECOMPOSITIONS)
     tensors = [*program.state_dict.values(), *program.constants.values()]
     int8_weights = sum(isinstance(t, torch.Tensor) and t.dtype == torch.int8 for t in tensors)

@@ -112,12 +112,17 @@ def _norm_nodes(graph: onnx.GraphProto) -> list[str]:
     return names
 
 
+def _constants(graph: onnx.GraphProto) -> set[str]:
+    """Names of the graph's initializers and Constant outputs (weights; an exporter may share one between layers)."""
+    constants = {init.name for init in graph.initializer}
+    return constants | {output for node in graph.node if node.op_type == "Constant" for output in node.output}
+
+
 def _attention_products(graph: onnx.GraphProto) -> list[str]:
     """The activation x activation products of attention. MobileViT v1: the MatMuls whose both inputs are activations
     (q kᵀ and attn v). MobileViT v2's separable attention (Mehta & Rastegari 2022, section 3.2): the Mul of the
     softmax scores with the keys and, after their ReduceSum (the context vector), the Mul of ReLU(values) with it."""
-    constants = {init.name for init in graph.initializer}
-    constants |= {output for node in graph.node if node.op_type == "Constant" for output in node.output}
+    constants = _constants(graph)
     readers = _consumers(graph)
     names = [
         node.name
@@ -135,6 +140,23 @@ def _attention_products(graph: onnx.GraphProto) -> list[str]:
                 if context.op_type == "ReduceSum":
                     names += [node.name for node in readers.get(context.output[0], []) if node.op_type == "Mul"]
     return names
+
+
+def _residual_adds(graph: onnx.GraphProto) -> list[str]:
+    """The residual adds of the pre-norm transformer layers, ``x + attn(norm1(x))`` and ``x + mlp(norm2(x))``: the
+    Adds one of whose inputs a norm also reads (LayerNormalization, or v2's GroupNorm as InstanceNormalization after
+    a Reshape). They carry the token stream, whose range grows layer by layer."""
+    readers, constants = _consumers(graph), _constants(graph)
+    norms = ("LayerNormalization", "GroupNormalization", "InstanceNormalization")
+
+    def normalized(name: str) -> bool:
+        return any(
+            reader.op_type in norms or (reader.op_type == "Reshape" and normalized(reader.output[0]))
+            for reader in readers.get(name, [])
+        )
+
+    activations = [(node, [name for name in node.input if name not in constants]) for node in graph.node]
+    return [node.name for node, inputs in activations if node.op_type == "Add" and any(map(normalized, inputs))]
 
 
 def _silu_nodes(graph: onnx.GraphProto) -> list[str]:
@@ -158,6 +180,7 @@ def _silu_nodes(graph: onnx.GraphProto) -> list[str]:
 # attention as elementwise Mul + ReduceSum.
 FLOAT_OP_GROUPS = {
     "softmax": _softmax_nodes, "norm": _norm_nodes, "attention": _attention_products, "silu": _silu_nodes,
+    "residual": _residual_adds,
 }  # fmt: skip
 
 

@@ -26,7 +26,14 @@ class SeparableSelfAttention(nn.Module):
 
     A single latent token scores every token (softmax over ``N``); the score-weighted sum of the keys
     is one context vector, which gates the ReLU'd values element-wise. Input layout ``(B, d, P, N)``.
+
+    ``fused = False`` computes the same function with slices of the qkv channels and the softmax over a 3-D view of
+    the scores: XNNPACK's delegate (executorch 1.5.1) leaves a channel split outside, which cuts the program at every
+    attention, and computes a 4-D softmax in channels-last layout over the wrong axis. Exporters set it, see
+    :mod:`mobilevit.export`.
     """
+
+    fused: bool = True
 
     def __init__(self, dim: int, attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
         super().__init__()
@@ -37,8 +44,14 @@ class SeparableSelfAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        query, key, value = self.qkv(x).split((1, self.dim, self.dim), dim=1)
-        scores = self.attn_drop(query.softmax(dim=-1))  # (B, 1, P, N)
+        qkv = self.qkv(x)
+        if self.fused:
+            query, key, value = qkv.split((1, self.dim, self.dim), dim=1)
+            scores = query.softmax(dim=-1)  # (B, 1, P, N)
+        else:
+            query, key, value = qkv[:, :1], qkv[:, 1 : 1 + self.dim], qkv[:, 1 + self.dim :]
+            scores = query.flatten(1, 2).softmax(dim=-1).view_as(query)
+        scores = self.attn_drop(scores)
         context = (key * scores).sum(dim=-1, keepdim=True)  # (B, d, P, 1)
         return self.proj_drop(self.proj(F.relu(value) * context))
 
