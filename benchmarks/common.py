@@ -215,6 +215,13 @@ def write_markdown(text: str, path: Path | None) -> None:
         path.write_text(text)
 
 
+def run_name(checkpoint: Path) -> str:
+    """``<run directory>/<file>`` of a train.py checkpoint (``.../<run>/checkpoints/last.ckpt``): what run records
+    keep instead of a machine path."""
+    run = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+    return f"{run.name}/{checkpoint.name}"
+
+
 def show_markdown(table: str, path: Path | None) -> None:
     """Print a generated markdown table and write it to ``path`` (None: print only)."""
     print(table, end="")

@@ -5,6 +5,7 @@ Usage (from the repository root)::
 
     python benchmarks/int8_sensitivity.py CKPT --float-ops none residual "residual attention" --json sensitivity.json \\
         --markdown sensitivity.md
+    python benchmarks/int8_sensitivity.py --table docs/runs/int8_sensitivity.json --markdown docs/int8_sensitivity.md
 
 Each set is calibrated as ``python -m mobilevit.export CKPT --format executorch --quantize int8`` calibrates (the
 same images of the training split, ``--calibration-method``), then top-1 is counted on ``--split`` (default val: tune
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import sys
 import time
 from pathlib import Path
@@ -27,7 +29,7 @@ if __package__ in (None, ""):  # run as a script: make the `benchmarks` package 
 
 import torch
 
-from benchmarks.common import pin_threads, positive_int, show_markdown, write_json
+from benchmarks.common import pin_threads, positive_int, run_name, show_markdown, write_json
 from mobilevit.checkpoint import datamodule_from_weights
 from mobilevit.errors import require_choice
 from mobilevit.export import calibration
@@ -82,7 +84,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         print(f"int8, float: {' '.join(float_ops) or NONE}: top-1 {100 * row['top1']:.1f} %", flush=True)
         rows.append(row)
     return {
-        "checkpoint": args.checkpoint,
+        "checkpoint": run_name(Path(args.checkpoint)),
         "model": weights.variant,
         "split": args.split,
         "num_images": sum(len(labels) for _, labels in batches),
@@ -96,8 +98,9 @@ def markdown(record: dict[str, Any]) -> str:
     fp32 = record["rows"][0]["top1"]
     calibration_info = record["calibration"]
     lines = [
-        f"{record['model']}, {record['split']} split ({record['num_images']} images, no TTA), int8 simulated in "
-        f"PyTorch; {calibration_info['method']} ranges from {calibration_info['images']} training images",
+        f"`{record['checkpoint']}`: {record['model']}, {record['split']} split ({record['num_images']} images, "
+        f"no TTA), int8 simulated in PyTorch; {calibration_info['method']} ranges from {calibration_info['images']} "
+        "training images",
         "",
         "| weights | kept float | top-1 | vs fp32 |",
         "|---|---|---:|---:|",
@@ -113,7 +116,7 @@ def markdown(record: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("checkpoint", help="train.py checkpoint (.ckpt)")
+    parser.add_argument("checkpoint", nargs="?", help="train.py checkpoint (.ckpt)")
     parser.add_argument(
         "--float-ops", nargs="+", default=[NONE, "residual", "residual attention"],
         help=f"sets of groups kept float, each one argument ('{NONE}' for plain int8; groups: "
@@ -127,7 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=positive_int, default=2)
     parser.add_argument("--json", type=Path, help="write the run record here")
     parser.add_argument("--markdown", type=Path, help="write the table here")
+    parser.add_argument("--table", type=Path, help="only turn this run record into the markdown table")
     args = parser.parse_args(argv)
+    if args.table:
+        show_markdown(markdown(json.loads(args.table.read_text())), args.markdown)
+        return 0
+    if not args.checkpoint:
+        parser.error("give a checkpoint (or --table RECORD)")
     pin_threads(args.threads)
     with exit_on_user_error():
         float_op_sets(args.float_ops)  # refuse an unknown group before anything is loaded

@@ -29,17 +29,11 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the `benchmarks` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import show_markdown, write_json
+from benchmarks.common import run_name, show_markdown, write_json
 from mobilevit.errors import UserInputError
 from mobilevit.utils.run import exit_on_user_error
 
 RUNTIME_TITLES = {"checkpoint": "PyTorch (checkpoint)", "onnx": "ONNX Runtime", "executorch": "ExecuTorch/XNNPACK"}
-
-
-def _run_name(checkpoint: Path) -> str:
-    """``<run directory>/<file>`` of a train.py checkpoint (``.../<run>/checkpoints/last.ckpt``)."""
-    run = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
-    return f"{run.name}/{checkpoint.name}"
 
 
 def read_row(eval_dir: Path) -> dict[str, Any]:
@@ -66,7 +60,7 @@ def read_row(eval_dir: Path) -> dict[str, Any]:
         "file_bytes": None,
         "top1": metrics["top1"],
         "top5": metrics["top5"],
-        "source": _run_name(evaluated),
+        "source": run_name(evaluated),
     }
     if runtime == "checkpoint":
         return row
@@ -76,7 +70,7 @@ def read_row(eval_dir: Path) -> dict[str, Any]:
     sidecar = json.loads(sidecar_file.read_text())
     quantization = sidecar.get("quantization") or {}
     row["file_bytes"] = evaluated.stat().st_size
-    row["source"] = _run_name(Path(sidecar["source"]))
+    row["source"] = run_name(Path(sidecar["source"]))
     if quantization:
         method = quantization.get("method")
         count = quantization.get("calibration_images")
@@ -85,7 +79,7 @@ def read_row(eval_dir: Path) -> dict[str, Any]:
             row["calibration"] += f", float: {' '.join(quantization['float_ops'])}"
         if quantization.get("qat_from"):  # compared with the fp32 checkpoint quantization-aware training started from
             row["calibration"] = f"QAT ({row['source']})" + ("" if method == "qat" else f" + {row['calibration']}")
-            row["source"] = _run_name(Path(quantization["qat_from"]))
+            row["source"] = run_name(Path(quantization["qat_from"]))
     return row
 
 

@@ -95,6 +95,7 @@ GENERATED_TABLES = [
     ("deployment", "docs/runs/deployment_avx2.json", [], "docs/deployment_avx2.md"),
     ("operator_profile", "docs/runs/operator_profile.json", ["--top", "10"], "docs/operator_profile.md"),
     ("shipped_accuracy", "docs/runs/shipped_accuracy.json", [], "docs/shipped_accuracy.md"),
+    ("int8_sensitivity", "docs/runs/int8_sensitivity.json", [], "docs/int8_sensitivity.md"),
 ]
 
 
