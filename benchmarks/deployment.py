@@ -46,11 +46,16 @@ RUNTIME_TITLES = {
     "onnxruntime-int8": "ONNX Runtime int8",
     "executorch": "ExecuTorch/XNNPACK fp32",
     "executorch-int8": "ExecuTorch/XNNPACK int8",
-    "executorch-int8-float-residual-attention": "ExecuTorch/XNNPACK int8, residual adds and attention products float",
+    "executorch-int8-float-silu": "ExecuTorch/XNNPACK int8, SiLU float (v1's default)",
+    "executorch-int8-float-residual-attention-silu":
+        "ExecuTorch/XNNPACK int8, residual adds, attention products and SiLU float (v2's default)",
 }
 RUNTIMES = tuple(RUNTIME_TITLES)
 # int8 programs with operation groups kept float (mobilevit.export.executorch.FLOAT_OP_GROUPS): the speed they cost.
-FLOAT_OPS = {"executorch-int8-float-residual-attention": ("residual", "attention")}
+FLOAT_OPS = {
+    "executorch-int8-float-silu": ("silu",),
+    "executorch-int8-float-residual-attention-silu": ("residual", "attention", "silu"),
+}  # fmt: skip
 
 
 def _runner(runtime: str, name: str, size: int, folder: Path, threads: int, calibration: int) -> tuple[Callable, int | None]:
@@ -110,9 +115,11 @@ def measure(name: str, runtime: str, size: int, args: argparse.Namespace, folder
 
 
 def plan(args: argparse.Namespace) -> list[tuple[str, str]]:
-    """(variant, runtime) pairs to measure: every runtime for the int8 models, ExecuTorch fp32 for all."""
-    pairs = [(name, runtime) for name in args.int8_models for runtime in RUNTIMES]
-    pairs += [(name, "executorch") for name in args.models if name not in args.int8_models]
+    """(variant, runtime) pairs to measure: each of ``--runtimes`` for the int8 models, ExecuTorch fp32 (if one of
+    them) for all."""
+    pairs = [(name, runtime) for name in args.int8_models for runtime in args.runtimes]
+    if "executorch" in args.runtimes:
+        pairs += [(name, "executorch") for name in args.models if name not in args.int8_models]
     return pairs
 
 
@@ -151,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration-images", type=positive_int, default=32)
     parser.add_argument("--models", nargs="+", default=list_models(), choices=list_models())
     parser.add_argument("--int8-models", nargs="+", default=list(INT8_MODELS), choices=list_models())
+    parser.add_argument(
+        "--runtimes", nargs="+", default=list(RUNTIMES), choices=RUNTIMES,
+        help="runtimes measured for --int8-models (ExecuTorch fp32: for every one of --models)",
+    )  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="smoke run: mobilevit_xxs at 64 px, few repeats")
     parser.add_argument("--json", type=Path, help="write the run record here")
     parser.add_argument("--table", type=Path, help="only turn this run record into the markdown table")

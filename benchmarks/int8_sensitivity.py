@@ -3,8 +3,8 @@
 
 Usage (from the repository root)::
 
-    python benchmarks/int8_sensitivity.py CKPT --float-ops none residual "residual attention" --json sensitivity.json \\
-        --markdown sensitivity.md
+    python benchmarks/int8_sensitivity.py CKPT [CKPT ...] --float-ops none residual "residual attention" \\
+        --json sensitivity.json --markdown sensitivity.md
     python benchmarks/int8_sensitivity.py --table docs/runs/int8_sensitivity.json --markdown docs/int8_sensitivity.md
 
 Each set is calibrated as ``python -m mobilevit.export CKPT --format executorch --quantize int8`` calibrates (the
@@ -62,9 +62,9 @@ def top1(network: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tenso
     return correct / total
 
 
-def measure(args: argparse.Namespace) -> dict[str, Any]:
-    """The run record: fp32 and each float-op set's simulated int8 top-1 on ``args.split``."""
-    weights = read_weights(args.checkpoint)
+def measure(args: argparse.Namespace, checkpoint: str) -> dict[str, Any]:
+    """The record of one checkpoint: fp32 and each float-op set's simulated int8 top-1 on ``args.split``."""
+    weights = read_weights(checkpoint)
     size = (weights.preprocessing.image_size,) * 2
     images = calibration.calibration_images(weights, args.calibration_images, args.seed, args.data_root)
     datamodule = datamodule_from_weights(
@@ -84,7 +84,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         print(f"int8, float: {' '.join(float_ops) or NONE}: top-1 {100 * row['top1']:.1f} %", flush=True)
         rows.append(row)
     return {
-        "checkpoint": run_name(Path(args.checkpoint)),
+        "checkpoint": run_name(Path(checkpoint)),
         "model": weights.variant,
         "split": args.split,
         "num_images": sum(len(labels) for _, labels in batches),
@@ -94,7 +94,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def markdown(record: dict[str, Any]) -> str:
-    """The record as a table: top-1 of fp32 and of each simulated int8 graph, and the change against fp32."""
+    """The run record as tables, one per checkpoint: top-1 of fp32 and of each simulated int8 graph, and the change
+    against fp32."""
+    return "\n".join(_checkpoint_table(result) for result in record["checkpoints"])
+
+
+def _checkpoint_table(record: dict[str, Any]) -> str:
     fp32 = record["rows"][0]["top1"]
     calibration_info = record["calibration"]
     lines = [
@@ -116,7 +121,7 @@ def markdown(record: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("checkpoint", nargs="?", help="train.py checkpoint (.ckpt)")
+    parser.add_argument("checkpoints", nargs="*", help="train.py checkpoints (.ckpt)")
     parser.add_argument(
         "--float-ops", nargs="+", default=[NONE, "residual", "residual attention"],
         help=f"sets of groups kept float, each one argument ('{NONE}' for plain int8; groups: "
@@ -135,12 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.table:
         show_markdown(markdown(json.loads(args.table.read_text())), args.markdown)
         return 0
-    if not args.checkpoint:
+    if not args.checkpoints:
         parser.error("give a checkpoint (or --table RECORD)")
     pin_threads(args.threads)
     with exit_on_user_error():
         float_op_sets(args.float_ops)  # refuse an unknown group before anything is loaded
-        record = measure(args)
+        record = {"checkpoints": [measure(args, checkpoint) for checkpoint in args.checkpoints]}
     write_json(record, args.json)
     show_markdown(markdown(record), args.markdown)
     return 0

@@ -74,12 +74,12 @@ def read_row(eval_dir: Path) -> dict[str, Any]:
     if quantization:
         method = quantization.get("method")
         count = quantization.get("calibration_images")
-        row["calibration"] = f"{method}, {count} images" if count else method
-        if quantization.get("float_ops"):
-            row["calibration"] += f", float: {' '.join(quantization['float_ops'])}"
+        ranges = f"{method}, {count} images" if count else method
         if quantization.get("qat_from"):  # compared with the fp32 checkpoint quantization-aware training started from
-            row["calibration"] = f"QAT ({row['source']})" + ("" if method == "qat" else f" + {row['calibration']}")
+            ranges = f"QAT ({row['source']})" + ("" if method == "qat" else f" + {ranges}")
             row["source"] = run_name(Path(quantization["qat_from"]))
+        floats = quantization.get("float_ops")
+        row["calibration"] = ranges + (f", float: {' '.join(floats)}" if floats else "")
     return row
 
 

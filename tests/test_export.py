@@ -26,6 +26,10 @@ MODELS = TINY_CHECKPOINT_MODELS
 executorch = pytest.importorskip("executorch", reason="the ExecuTorch tests need pip install -e '.[executorch]'")
 
 
+def v2(name: str) -> bool:
+    return name.startswith("mobilevitv2")
+
+
 def _export(ckpt: Path, output: Path, *args: str) -> Path:
     assert export_main([str(ckpt), "--output", str(output), *args]) == 0
     return output
@@ -52,8 +56,9 @@ def test_onnx_fp32_matches_pytorch_and_int8_holds_int8(name: str, tiny_checkpoin
     assert int8.stat().st_size < 0.5 * fp32.stat().st_size
     sidecar = json.loads(sidecar_path(int8).read_text())
     assert sidecar["quantization"]["scheme"] == "int8" and sidecar["quantization"]["calibration_images"] == 8
-    # No --float-ops: v2 keeps its residual adds float (what kept its int8 accuracy), v1 quantizes every group.
-    assert sidecar["quantization"]["float_ops"] == (["residual"] if name.startswith("mobilevitv2") else [])
+    # No --float-ops: v2 keeps its residual adds, attention products and SiLUs float, v1 its SiLUs (what kept their
+    # int8 accuracy).
+    assert sidecar["quantization"]["float_ops"] == (["residual", "attention", "silu"] if v2(name) else ["silu"])
     assert sidecar["class_names"] == ["circle", "square", "triangle"]
     assert sidecar["preprocessing"]["image_size"] == 32 and sidecar["input"]["shape"] == ["N", 3, 32, 32]
     assert load_artifact(int8)(torch.rand(2, 3, 32, 32)).shape == (2, 3)
@@ -159,16 +164,17 @@ def test_float_op_groups_find_v1_and_v2_nodes_and_keep_them_float(name: str, tin
 
 def _layer_counts(net: torch.nn.Module) -> dict[type, int]:
     kinds = (MultiHeadSelfAttention, SeparableSelfAttention, TransformerLayer, LinearTransformerLayer,
-             torch.nn.LayerNorm, torch.nn.GroupNorm)  # fmt: skip
+             torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.SiLU)  # fmt: skip
     return {kind: sum(isinstance(module, kind) for module in net.modules()) for kind in kinds}
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_xnnpack_float_op_groups_keep_their_operations_float(name: str, tiny_checkpoints) -> None:
     """ExecuTorch's --float-ops groups: two residual adds per transformer layer; v2's two attention products per
-    separable attention (v1's matmuls are float in XNNPACK's scheme). XNNPACK's quantizer annotates each for int8 in
-    the plain graph and leaves it float with its group kept; an unknown group is refused naming the valid ones."""
-    from torchao.quantization.pt2e.quantizer.quantizer import Q_ANNOTATION_KEY
+    separable attention (v1's matmuls are float in XNNPACK's scheme); the sigmoid and product of every SiLU. The
+    quantizer annotates each for int8 in the plain graph (each sigmoid with its fixed [0, 1) output range) and leaves
+    it float with its group kept; an unknown group is refused naming the valid ones."""
+    from torchao.quantization.pt2e.quantizer.quantizer import Q_ANNOTATION_KEY, SharedQuantizationSpec
 
     from mobilevit.errors import UserInputError
     from mobilevit.export.executorch import FLOAT_OP_GROUPS, _export_ready, _exported, float_nodes, xnnpack_quantizer
@@ -179,15 +185,23 @@ def test_xnnpack_float_op_groups_keep_their_operations_float(name: str, tiny_che
     found = {group: {node.name for node in float_nodes(graph, [group])} for group in FLOAT_OP_GROUPS}
     assert len(found["residual"]) == 2 * (layers[TransformerLayer] + layers[LinearTransformerLayer]) > 0
     assert len(found["attention"]) == 2 * layers[SeparableSelfAttention]
+    assert len(found["silu"]) == 2 * layers[torch.nn.SiLU] > 0
 
-    def int8_nodes(float_ops: tuple[str, ...]) -> set[str]:
+    def int8_nodes(float_ops: tuple[str, ...]) -> dict[str, object]:
         module = _exported(net, (32, 32)).module()
         xnnpack_quantizer(keep_float=float_nodes(module.graph, float_ops)).annotate(module)
-        return {node.name for node in module.graph.nodes if Q_ANNOTATION_KEY in node.meta}
+        return {node.name: node.meta[Q_ANNOTATION_KEY] for node in module.graph.nodes if Q_ANNOTATION_KEY in node.meta}
 
     kept = {node for nodes in found.values() for node in nodes}
-    assert kept <= int8_nodes(())
-    assert not kept & int8_nodes(tuple(FLOAT_OP_GROUPS))
+    plain = int8_nodes(())
+    assert kept <= plain.keys()
+    sigmoids = [plain[name].output_qspec for name in found["silu"] if name.startswith("sigmoid")]
+    assert len(sigmoids) == layers[torch.nn.SiLU]
+    assert all((spec.scale, spec.zero_point) == (1 / 256, -128) for spec in sigmoids)
+    products = [plain[name].input_qspec_map for name in found["silu"] if not name.startswith("sigmoid")]
+    # Each product reads its sigmoid's int8 output as it is: no requantization between them.
+    assert all(sum(isinstance(spec, SharedQuantizationSpec) for spec in inputs.values()) == 1 for inputs in products)
+    assert not kept & int8_nodes(tuple(FLOAT_OP_GROUPS)).keys()
     with pytest.raises(UserInputError, match=r"--float-ops for --format executorch must be one of \['residual'"):
         float_nodes(graph, ["softmax"])
 
@@ -216,13 +230,12 @@ def test_executorch_fp32_and_int8_are_delegated_to_xnnpack(
     # attention's sum (one per attention layer).
     outside = {"dim_order_ops__to_dim_order_copy_default"} if name.startswith("mobilevitv2") else set()
     assert set(delegations[0].outside) <= outside
-    # Float groups (v2: its default, residual adds and attention products; v1: asked for) run as fp32 operations
-    # between int8 ones, inside the delegate all the same.
-    v2 = name.startswith("mobilevitv2")
-    float_ops = ["residual", "attention"] if v2 else ["residual"]
+    # Float groups (v2: its default, residual adds, attention products and SiLUs; v1: asked for, residual adds) run
+    # as fp32 operations between int8 ones, inside the delegate all the same; v1's SiLUs run int8.
+    float_ops = ["residual", "attention", "silu"] if v2(name) else ["residual"]
     int8 = _export(
         ckpt, tmp_path / "m_int8.pte", "--format", "executorch", "--quantize", "int8", "--calibration-images", "8",
-        *([] if v2 else ["--float-ops", *float_ops]),
+        *([] if v2(name) else ["--float-ops", *float_ops]),
     )  # fmt: skip
     assert set(delegations[1].outside) <= outside
     # The quantized program stores its conv/linear weights as int8 tensors.
@@ -261,10 +274,10 @@ def test_xnnpack_calibration_methods_choose_the_activation_observer() -> None:
     own HistogramObserver (much slower to calibrate); weights stay per-channel min/max either way."""
     from torchao.quantization.pt2e import HistogramObserver, MinMaxObserver, PerChannelMinMaxObserver
 
-    from mobilevit.export.executorch import xnnpack_quantizer
+    from mobilevit.export.executorch import xnnpack_quantization_config
 
     for method, observer in (("minmax", MinMaxObserver), ("histogram", HistogramObserver)):
-        config = xnnpack_quantizer(method).global_config
+        config = xnnpack_quantization_config(method)
         for spec in (config.input_activation, config.output_activation):
             assert type(spec.observer_or_fake_quant_ctr()) is observer and spec.dtype == torch.int8
         assert type(config.weight.observer_or_fake_quant_ctr()) is PerChannelMinMaxObserver
@@ -349,7 +362,7 @@ def test_bad_inputs_give_one_line_and_exit_2(tiny_checkpoints, tmp_path: Path, c
     err = _one_line_exit_2(capsys, ckpt, *pte_int8, "--calibration-method", "entropy")
     assert "--calibration-method for --format executorch must be one of ['minmax', 'histogram']" in err
     err = _one_line_exit_2(capsys, ckpt, *pte_int8, "--float-ops", "softmax")
-    assert "--float-ops for --format executorch must be one of ['residual', 'attention'], got 'softmax'" in err
+    assert "--float-ops for --format executorch must be one of ['residual', 'attention', 'silu'], got 'softmax'" in err
 
     monkeypatch.setattr(SyntheticDataModule, "raw_dataset", lambda self, split: [])
     err = _one_line_exit_2(capsys, ckpt, "--quantize", "int8", "--output", str(tmp_path / "q.onnx"))
@@ -374,43 +387,53 @@ def test_an_artifact_without_its_sidecar_is_refused_in_one_line(tiny_checkpoints
 def test_deployment_benchmark_quick_run_and_table(tmp_path: Path) -> None:
     from benchmarks import deployment
 
+    from mobilevit.export.executorch import float_nodes
+
+    # The int8 rows with float groups take the same path, with other groups: one of them is measured (an ExecuTorch
+    # int8 export of the full model takes more than a minute here); each one's groups are valid.
+    for float_ops in deployment.FLOAT_OPS.values():
+        float_nodes(torch.fx.Graph(), float_ops)
+    runtimes = [name for name in deployment.RUNTIMES if name != "executorch-int8-float-residual-attention-silu"]
     record_path, table_path = tmp_path / "deployment.json", tmp_path / "deployment.md"
-    assert deployment.main(["--quick", "--threads", "1", "--json", str(record_path)]) == 0
+    assert deployment.main(["--quick", "--threads", "1", "--runtimes", *runtimes, "--json", str(record_path)]) == 0
     record = json.loads(record_path.read_text())
-    assert [row["runtime"] for row in record["rows"]] == list(deployment.RUNTIMES)
+    assert [row["runtime"] for row in record["rows"]] == runtimes
     sizes = {row["runtime"]: row["file_bytes"] for row in record["rows"]}
     for int8, fp32 in (("onnxruntime-int8", "onnxruntime"), ("executorch-int8", "executorch"),
-                       ("executorch-int8-float-residual-attention", "executorch")):  # fmt: skip
+                       ("executorch-int8-float-silu", "executorch")):  # fmt: skip
         assert sizes[int8] < 0.5 * sizes[fp32]
     assert all(row["latency_ms"] > 0 and len(row["latency_s_raw"]) == 4 for row in record["rows"])
     # The docs table is generated from the record alone.
     assert deployment.main(["--table", str(record_path), "--markdown", str(table_path)]) == 0
     table = table_path.read_text()
-    assert table.count("| mobilevit_xxs |") == len(deployment.RUNTIMES) and "attention products float" in table
+    assert table.count("| mobilevit_xxs |") == len(runtimes) and "int8, SiLU float" in table
     assert "int8 dot product: " in table.splitlines()[0]  # where int8 kernels can outrun float32 ones
     eager = record["rows"][0]["latency_ms"]
     assert f"{eager / record['rows'][-1]['latency_ms']:.2f}x" in table
 
 
 def test_int8_sensitivity_scores_each_float_op_set_on_the_val_split(tiny_checkpoints, tmp_path: Path, capsys) -> None:
-    """benchmarks/int8_sensitivity.py: fp32 then one simulated int8 row per --float-ops set, counted on every val
-    image; an unknown group is refused in one line (exit code 2) before anything is loaded."""
+    """benchmarks/int8_sensitivity.py: per checkpoint, fp32 then one simulated int8 row per --float-ops set, counted
+    on every val image; an unknown group is refused in one line (exit code 2) before anything is loaded."""
     from benchmarks import int8_sensitivity
 
-    ckpt = str(tiny_checkpoints["mobilevitv2_050"])
+    names = ["mobilevitv2_050", "mobilevit_xxs"]
+    ckpt = str(tiny_checkpoints[names[0]])
     record_path = tmp_path / "sensitivity.json"
     sets = ["none", "residual attention"]
-    args = [ckpt, "--float-ops", *sets, "--calibration-images", "4", "--threads", "1", "--json", str(record_path)]
-    assert int8_sensitivity.main(args) == 0
-    record = json.loads(record_path.read_text())
-    datamodule = datamodule_from_weights(read_trained(tiny_checkpoints["mobilevitv2_050"]), {"num_workers": 0})
-    datamodule.setup("validate")
-    assert record["num_images"] == len(datamodule.val_dataloader().dataset) > 0
-    assert [row["float_ops"] for row in record["rows"]] == [None, [], ["residual", "attention"]]
-    assert all(0 <= row["top1"] <= 1 for row in record["rows"])
+    args = ["--float-ops", *sets, "--calibration-images", "4", "--threads", "1", "--json", str(record_path)]
+    assert int8_sensitivity.main([*(str(tiny_checkpoints[name]) for name in names), *args]) == 0
+    results = json.loads(record_path.read_text())["checkpoints"]
+    assert [result["model"] for result in results] == names
+    for name, result in zip(names, results):
+        datamodule = datamodule_from_weights(read_trained(tiny_checkpoints[name]), {"num_workers": 0})
+        datamodule.setup("validate")
+        assert result["num_images"] == len(datamodule.val_dataloader().dataset) > 0
+        assert [row["float_ops"] for row in result["rows"]] == [None, [], ["residual", "attention"]]
+        assert all(0 <= row["top1"] <= 1 for row in result["rows"])
     table = capsys.readouterr().out
-    assert "| int8 | residual attention |" in table and "| int8 | none |" in table
+    assert table.count("| int8 | residual attention |") == 2 and table.count("| int8 | none |") == 2
     with pytest.raises(SystemExit) as error:
         int8_sensitivity.main([ckpt, "--float-ops", "softmax"])
     err = capsys.readouterr().err
-    assert error.value.code == 2 and "--float-ops must be one of ['none', 'residual', 'attention']" in err
+    assert error.value.code == 2 and "--float-ops must be one of ['none', 'residual', 'attention', 'silu']" in err

@@ -4,6 +4,7 @@ int8 program exported with those ranges and no calibration; the one-line refusal
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -73,6 +74,10 @@ def test_qat_fine_tunes_through_int8_and_exports_with_the_learned_ranges(
     images = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = qat_int8_network(weights, (32, 32))(images)
+    # Ranges trained on another int8 graph (an earlier version's) are refused in one line, not loaded half.
+    stale = dataclasses.replace(weights, fake_quant_state=dict(list(weights.fake_quant_state.items())[:-2]))
+    with pytest.raises(UserInputError, match="belong to another int8 graph .2 fake-quantizer tensors missing, 0 unk"):
+        qat_int8_network(stale, (32, 32))
     # XNNPACK's integer kernels against PT2E's float simulation of the same int8 graph: rounding differs by a step.
     assert (load_artifact(program)(images) - expected).abs().max() <= 0.05 * expected.abs().max()
 

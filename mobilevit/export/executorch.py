@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mobilevit.errors import require_choice
+from mobilevit.errors import UserInputError, require_choice
 from mobilevit.export.runtime import require_extra
-from mobilevit.models.pretrained import Weights
+from mobilevit.models.pretrained import FAKE_QUANT_PREFIX, Weights
 
 MAX_BATCH = 1  # the program takes one image per call (runtime.PTE_MAX_BATCH)
 
@@ -28,13 +28,25 @@ class Delegation:
     int8_weights: int = 0  # int8 constant tensors of the program before lowering (0 for fp32)
 
 
+class SigmoidProduct(nn.Module):
+    """SiLU written as its two operations, ``x * sigmoid(x)`` (the same function), so that the int8 quantizer sees
+    the sigmoid and gives it XNNPACK's fixed int8 output range (:data:`SIGMOID_OUTPUT`); shape-preserving."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(x)
+
+
 def _export_ready(model: nn.Module) -> nn.Module:
-    """``model`` with its attention unfused (``fused = False``), in operations XNNPACK's delegate takes whole: v1's
-    as batched matmuls + softmax (the fused op decomposes into masking ops XNNPACK does not take), v2's qkv split as
-    slices and its softmax over a 3-D view."""
+    """``model`` (changed in place) in operations XNNPACK's delegate takes whole: its attention unfused
+    (``fused = False``), v1's as batched matmuls + softmax (the fused op decomposes into masking ops XNNPACK does not
+    take), v2's qkv split as slices and its softmax over a 3-D view; each ``nn.SiLU`` as :class:`SigmoidProduct`
+    (the lowering splits SiLU so anyway: the fp32 program is the same)."""
     for module in model.modules():
         if hasattr(module, "fused"):
             module.fused = False
+        for name, child in module.named_children():
+            if isinstance(child, nn.SiLU):
+                setattr(module, name, SigmoidProduct())
     model.eval()  # a converted QAT graph's patched eval() returns None
     return model
 
@@ -150,10 +162,28 @@ def _attention_products(graph: torch.fx.Graph) -> set[torch.fx.Node]:
     return products
 
 
-# --float-ops for ExecuTorch: the groups of operations XNNPACK's quantizer would make int8 that may stay float32
-# (the names of --format onnx's groups for the same operations). Softmax, LayerNorm/GroupNorm, v1's attention matmuls
-# and SiLU are float in XNNPACK's int8 scheme already.
-FLOAT_OP_GROUPS = {"residual": _residual_adds, "attention": _attention_products}
+def _silus(graph: torch.fx.Graph) -> list[tuple[torch.fx.Node, torch.fx.Node]]:
+    """(sigmoid, product) of each SiLU, ``x * sigmoid(x)`` (:class:`SigmoidProduct`): in every convolution block and
+    every transformer MLP."""
+    silus = []
+    for sigmoid in graph.nodes:
+        if sigmoid.target != torch.ops.aten.sigmoid.default:
+            continue
+        for product in sigmoid.users:
+            if product.target == torch.ops.aten.mul.Tensor and sigmoid.args[0] in product.args:
+                silus.append((sigmoid, product))
+    return silus
+
+
+def _silu_operations(graph: torch.fx.Graph) -> set[torch.fx.Node]:
+    """The sigmoid and the product of each SiLU. Kept float, each SiLU costs two int8 <-> float conversions."""
+    return {node for silu in _silus(graph) for node in silu}
+
+
+# --float-ops for ExecuTorch: the groups of operations the int8 program would make int8 that may stay float32 (the
+# names of --format onnx's groups for the same operations). Softmax, LayerNorm/GroupNorm and v1's attention matmuls
+# are float in XNNPACK's int8 scheme already.
+FLOAT_OP_GROUPS = {"residual": _residual_adds, "attention": _attention_products, "silu": _silu_operations}
 
 
 def float_nodes(graph: torch.fx.Graph, float_ops: Collection[str]) -> set[torch.fx.Node]:
@@ -168,22 +198,17 @@ def float_nodes(graph: torch.fx.Graph, float_ops: Collection[str]) -> set[torch.
     return {node for group in float_ops for node in FLOAT_OP_GROUPS[group](graph)}
 
 
-def xnnpack_quantizer(  # noqa: ANN201 - executorch's XNNPACKQuantizer
-    method: str = "minmax", keep_float: Collection[torch.fx.Node] = (), is_qat: bool = False
-):
-    """XNNPACK's int8 configuration (executorch's ``XNNPACKQuantizer``): per-channel symmetric int8 weights,
+def xnnpack_quantization_config(method: str = "minmax", is_qat: bool = False):  # noqa: ANN201
+    """XNNPACK's int8 scheme (executorch's ``get_symmetric_quantization_config``): per-channel symmetric int8 weights,
     per-tensor int8 activations whose ranges ``method`` (one of :data:`PT2E_CALIBRATION_METHODS`) calibrates, or
-    fake-quantizers for quantization-aware training (``is_qat``); the graph's nodes ``keep_float`` stay float.
+    fake-quantizers for quantization-aware training (``is_qat``).
 
     Raises:
         UserInputError: an unknown ``method`` (one line naming the choices).
     """
     require_choice(method, "--calibration-method for --format executorch", PT2E_CALIBRATION_METHODS)
     require_extra("executorch", "executorch")
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer,
-        get_symmetric_quantization_config,
-    )
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
     from torchao.quantization.pt2e import MinMaxObserver
 
     config = get_symmetric_quantization_config(is_per_channel=True, is_qat=is_qat)  # HistogramObserver (PTQ)
@@ -192,13 +217,70 @@ def xnnpack_quantizer(  # noqa: ANN201 - executorch's XNNPACKQuantizer
             config.input_activation, observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12)
         )
         config = dataclasses.replace(config, input_activation=activation, output_activation=activation)
+    return config
+
+
+def xnnpack_quantizer(  # noqa: ANN201 - torchao's ComposableQuantizer
+    method: str = "minmax", keep_float: Collection[torch.fx.Node] = (), is_qat: bool = False
+):
+    """The int8 quantizer of the ExecuTorch export: executorch's ``XNNPACKQuantizer`` with
+    :func:`xnnpack_quantization_config`, after :func:`_silu_quantizer` (SiLU int8 too); the graph's nodes
+    ``keep_float`` stay float.
+
+    Raises:
+        UserInputError: an unknown ``method`` (one line naming the choices).
+    """
+    config = xnnpack_quantization_config(method, is_qat)
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
+    from torchao.quantization.pt2e.quantizer import ComposableQuantizer
+
     quantizer = XNNPACKQuantizer().set_global(config)
-    if keep_float:
+    floats = frozenset(keep_float)
+    if floats:
         # A node filter, not set_module_name: the module filter also tests each convolution's weight node, which
         # has no module of its own, so a name-configured quantizer (executorch 1.5.1) skips every convolution.
-        floats = frozenset(keep_float)
         quantizer.set_filter_function(lambda node: node not in floats)
-    return quantizer
+    # SiLU first: XNNPACK's quantizer leaves the nodes annotated before it alone.
+    return ComposableQuantizer([_silu_quantizer(config.input_activation, floats), quantizer])
+
+
+# The int8 output range of a sigmoid: [0, 1) in steps of 1/256, fixed rather than calibrated (TFLite's and XNNPACK's
+# int8 logistic; XNNPACK runs it as a 256-entry lookup table).
+SIGMOID_OUTPUT = {"scale": 1 / 256, "zero_point": -128}
+
+
+def _silu_quantizer(activation, keep_float: Collection[torch.fx.Node]):  # noqa: ANN001, ANN202 - torchao types
+    """A PT2E quantizer that makes each SiLU (:func:`_silus`) not in ``keep_float`` int8: the sigmoid with input
+    ranges ``activation`` (the QuantizationSpec of the other activations) and output :data:`SIGMOID_OUTPUT`, the
+    product reading that int8 output as it is (no requantization) with an ``activation`` output. XNNPACK's quantizer
+    leaves sigmoids float (:func:`_silu_operations`)."""
+    from torchao.quantization.pt2e.quantizer import (
+        FixedQParamsQuantizationSpec, QuantizationAnnotation, Quantizer, SharedQuantizationSpec,
+    )  # fmt: skip
+
+    output = FixedQParamsQuantizationSpec(
+        dtype=torch.int8, quant_min=-128, quant_max=127, qscheme=torch.per_tensor_affine, **SIGMOID_OUTPUT
+    )
+
+    class SiLUQuantizer(Quantizer):
+        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            for sigmoid, product in _silus(model.graph):
+                if sigmoid in keep_float or product in keep_float:
+                    continue
+                x = sigmoid.args[0]
+                sigmoid.meta["quantization_annotation"] = QuantizationAnnotation(
+                    input_qspec_map={x: activation}, output_qspec=output, _annotated=True
+                )
+                product.meta["quantization_annotation"] = QuantizationAnnotation(
+                    input_qspec_map={x: activation, sigmoid: SharedQuantizationSpec(sigmoid)},
+                    output_qspec=activation, _annotated=True,
+                )  # fmt: skip
+            return model
+
+        def validate(self, model: torch.fx.GraphModule) -> None:
+            pass
+
+    return SiLUQuantizer()
 
 
 def quantize_pt2e(
@@ -261,12 +343,22 @@ def qat_int8_network(weights: Weights, image_size: tuple[int, int]) -> nn.Module
 
     Raises:
         ValueError: ``weights`` hold no fake-quantizer state (not a QAT checkpoint).
+        UserInputError: its fake-quantizers are not those of today's graph (trained by an earlier version).
     """
     if weights.fake_quant_state is None:
         raise ValueError(f"{weights.source} is not a quantization-aware training checkpoint (no int8 ranges).")
     from mobilevit.callbacks.qat import recorded_float_ops
 
     prepared = prepare_qat(weights.build(), image_size, recorded_float_ops(weights.run_config))
+    trained = weights.fake_quant_state.keys()
+    expected = {key for key in prepared.state_dict() if key.startswith(FAKE_QUANT_PREFIX)}
+    if trained != expected:
+        raise UserInputError(
+            f"{weights.source}: its int8 ranges belong to another int8 graph ({len(expected - trained)} fake-quantizer "
+            f"tensors missing, {len(trained - expected)} unknown): it was trained by an earlier version of this "
+            "package, whose int8 program differed (SiLU became int8 on 2026-12-04). Run quantization-aware training "
+            "again."
+        )
     prepared.load_state_dict({**weights.state_dict, **weights.fake_quant_state})
     return convert_qat(prepared)
 
@@ -283,7 +375,6 @@ def export_executorch(
     the activation ranges of ``method`` and the groups ``float_ops`` kept float: :func:`quantize_pt2e`); input
     (N ≤ :data:`MAX_BATCH`, 3, H, W) float32, output logits. Returns the delegation counts."""
     require_extra("executorch", "executorch")
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
     model = _export_ready(model)
@@ -292,13 +383,28 @@ def export_executorch(
     program = _exported(model, image_size).run_decompositions(XNNPACK_DECOMPOSITIONS)
     tensors = [*program.state_dict.values(), *program.constants.values()]
     int8_weights = sum(isinstance(t, torch.Tensor) and t.dtype == torch.int8 for t in tensors)
-    edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+    edge = to_edge_transform_and_lower(program, partitioner=[xnnpack_partitioner()])
     delegation = delegation_of(edge)
     delegation.int8_weights = int8_weights
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_bytes(edge.to_executorch().buffer)
     return delegation
+
+
+def xnnpack_partitioner():  # noqa: ANN201 - executorch's XnnpackPartitioner
+    """executorch's XNNPACK partitioner, taking int8 sigmoids too: XNNPACK runs them (a lookup table), but executorch
+    1.5.1's ``SigmoidConfig`` lists float only, which would leave each int8 sigmoid outside the delegate."""
+    from executorch.backends.xnnpack.partition.config import ALL_PARTITIONER_CONFIGS
+    from executorch.backends.xnnpack.partition.config.generic_node_configs import SigmoidConfig
+    from executorch.backends.xnnpack.partition.config.xnnpack_config import ConfigPrecisionType
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+    class Int8SigmoidConfig(SigmoidConfig):
+        def supported_precision_types(self) -> list[ConfigPrecisionType]:
+            return [ConfigPrecisionType.FP32, ConfigPrecisionType.STATIC_QUANT]
+
+    return XnnpackPartitioner(configs=[Int8SigmoidConfig if c is SigmoidConfig else c for c in ALL_PARTITIONER_CONFIGS])
 
 
 def delegation_of(edge) -> Delegation:  # noqa: ANN001 - executorch.exir.EdgeProgramManager

@@ -160,7 +160,7 @@ def _residual_adds(graph: onnx.GraphProto) -> list[str]:
 
 
 def _silu_nodes(graph: onnx.GraphProto) -> list[str]:
-    """The Sigmoid and Mul of every SiLU, x·σ(x) (XNNPACK and LiteRT keep SiLU in float too): a Mul of a Sigmoid's
+    """The Sigmoid and Mul of every SiLU, x·σ(x) (LiteRT's int8 scheme keeps SiLU in float): a Mul of a Sigmoid's
     output with that Sigmoid's input."""
     sigmoids = {node.output[0]: node for node in graph.node if node.op_type == "Sigmoid"}
     names = []

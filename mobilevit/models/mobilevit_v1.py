@@ -47,7 +47,9 @@ class MultiHeadSelfAttention(nn.Module):
         else:  # slices, views and 3-D bmm only: what mobile delegates take (4-D matmuls export with expand copies)
             qkv = self.qkv(x)
             q, k, v = (self._split_heads(qkv[..., i * dim : (i + 1) * dim]) for i in range(3))
-            x = torch.bmm((torch.bmm(q, k.transpose(1, 2)) * q.shape[-1] ** -0.5).softmax(dim=-1), v)
+            # The scale on q (tokens x head_dim), not on the scores (tokens x tokens): the same function in fewer
+            # products; in an int8 program it is the scaled q, not the scores, that is rounded to int8.
+            x = torch.bmm(torch.bmm(q * q.shape[-1] ** -0.5, k.transpose(1, 2)).softmax(dim=-1), v)
             x = x.reshape(batch, self.num_heads, tokens, -1)
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(batch, tokens, dim)))
 
