@@ -8,9 +8,9 @@
 
 The input size defaults to the evaluation size recorded with the weights; BatchNorm is folded. Height and width are
 fixed: export one file per input size. int8 calibrates on images of the checkpoint's training split passed through
-its evaluation transform; ``--float-ops`` keeps operation groups in float (for MobileViT v2, by default, the
-transformer's residual adds, and on ExecuTorch its attention products: what kept its int8 accuracy). Every export is
-run once in its runtime and compared with PyTorch.
+its evaluation transform; ``--float-ops`` keeps operation groups in float (by default the SiLUs, and for MobileViT v2
+the transformer's residual adds and attention products too: what kept their int8 accuracy). Every export is run once
+in its runtime and compared with PyTorch.
 
 Modules: :mod:`.onnx` (ONNX + ONNX Runtime quantization), :mod:`.executorch` (ExecuTorch/XNNPACK, PT2E),
 :mod:`.calibration`, :mod:`.sidecar`, :mod:`.runtime` (running artifacts), :mod:`.cli`.
