@@ -34,6 +34,7 @@ import torch
 from benchmarks.common import (
     machine_caption, median, pin_threads, positive_int, print_machine, show_markdown, time_repeats, write_json,
 )
+from mobilevit.export.cli import DEFAULT_FLOAT_OPS
 from mobilevit.models import build_model, list_models
 from mobilevit.models.fuse import fuse_batchnorm
 from mobilevit.utils.machine import machine_info
@@ -53,8 +54,8 @@ RUNTIME_TITLES = {
 RUNTIMES = tuple(RUNTIME_TITLES)
 # int8 programs with operation groups kept float (mobilevit.export.executorch.FLOAT_OP_GROUPS): the speed they cost.
 FLOAT_OPS = {
-    "executorch-int8-float-silu": ("silu",),
-    "executorch-int8-float-residual-attention-silu": ("residual", "attention", "silu"),
+    "executorch-int8-float-silu": DEFAULT_FLOAT_OPS["v1"],
+    "executorch-int8-float-residual-attention-silu": DEFAULT_FLOAT_OPS["v2"],
 }  # fmt: skip
 
 
