@@ -226,7 +226,7 @@ def test_executorch_fp32_and_int8_are_delegated_to_xnnpack(
     fp32 = _export(ckpt, tmp_path / "m.pte", "--format", "executorch")
     # XNNPACK's fp32 kernels differ from PyTorch's in summation order only.
     assert _max_diff(ckpt, fp32) <= 1e-4
-    # Every operation runs in XNNPACK (XNNPACK_DECOMPOSITIONS, unfused attention), but v2's layout copy before its
+    # Every operation runs in XNNPACK (xnnpack_decompositions, unfused attention), but v2's layout copy before its
     # attention's sum (one per attention layer).
     outside = {"dim_order_ops__to_dim_order_copy_default"} if name.startswith("mobilevitv2") else set()
     assert set(delegations[0].outside) <= outside
@@ -249,9 +249,9 @@ def test_executorch_fp32_and_int8_are_delegated_to_xnnpack(
 def test_xnnpack_decompositions_compute_the_operations_they_replace() -> None:
     """Each rewrite of an operation XNNPACK does not take gives that operation's result; cases outside MobileViT's
     use (GroupNorm with several groups, a mean over other dimensions) are left to the operation itself."""
-    from mobilevit.export.executorch import XNNPACK_DECOMPOSITIONS
+    from mobilevit.export.executorch import xnnpack_decompositions
 
-    rewrite = {op.__name__.split(".")[0]: function for op, function in XNNPACK_DECOMPOSITIONS.items()}
+    rewrite = {op.__name__.split(".")[0]: function for op, function in xnnpack_decompositions([8]).items()}
     generator = torch.Generator().manual_seed(0)
     x = 3 * torch.randn(2, 8, 4, 6, generator=generator) + 1
     weight, bias = torch.randn(8, generator=generator), torch.randn(8, generator=generator)

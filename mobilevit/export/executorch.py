@@ -4,6 +4,7 @@ XNNPACK quantizer: int8 per-channel symmetric weights, int8 activations), and wh
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -59,7 +60,8 @@ def _exported(model: nn.Module, image_size: tuple[int, int]) -> torch.export.Exp
 
 def _mean_over_rows(x: torch.Tensor) -> torch.Tensor:
     """(M, n) -> (M, 1): row means as a global average pooling (a 4-D mean over the last two dimensions, the only
-    mean XNNPACK's delegate takes)."""
+    mean XNNPACK's delegate takes); for sums (v2's attention). LayerNorm's means are products instead
+    (:func:`xnnpack_decompositions`)."""
     rows, n = x.shape
     return x.reshape(1, rows, 1, n).mean((2, 3), keepdim=True).reshape(rows, 1)
 
@@ -71,10 +73,13 @@ def _mean_over_channels_and_space(x: torch.Tensor) -> torch.Tensor:
     return x.mean((2, 3), keepdim=True).reshape(batch, 1, 1, channels).mean((2, 3), keepdim=True)
 
 
-def _layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, cudnn_enable=True):  # noqa: ANN001, ANN202
-    rows = x.reshape(-1, math.prod(normalized_shape))
-    centred = rows - _mean_over_rows(rows)
-    y = (centred * torch.rsqrt(_mean_over_rows(centred * centred) + eps)).reshape(x.shape)
+def _layer_norm(  # noqa: ANN202
+    x, normalized_shape, weight=None, bias=None, eps=1e-5, cudnn_enable=True, *, row_means  # noqa: ANN001
+):
+    n = math.prod(normalized_shape)
+    rows = x.reshape(-1, n)
+    centred = rows - rows @ row_means[n]
+    y = (centred * torch.rsqrt((centred * centred) @ row_means[n] + eps)).reshape(x.shape)
     y = y if weight is None else y * weight
     return y if bias is None else y + bias
 
@@ -106,16 +111,30 @@ def _mean(x, dims, keepdim=False, dtype=None):  # noqa: ANN001, ANN202
     return x.mean((2, 3), keepdim=True).flatten(1)
 
 
-# ATen operations that XNNPACK's delegate does not take, rewritten into ones it does: LayerNorm and one-group
-# GroupNorm as means, subtractions and rsqrt; sums as means; the classifier's global pooling with keepdim. Without
-# them, each such op runs on ExecuTorch's portable (unoptimised) kernel and cuts the delegate in two. Applied to the
-# final program, after quantization: the rewritten norms stay in float between their int8 neighbours.
-XNNPACK_DECOMPOSITIONS = {
-    torch.ops.aten.layer_norm.default: _layer_norm,
-    torch.ops.aten.group_norm.default: _group_norm,
-    torch.ops.aten.sum.dim_IntList: _sum,
-    torch.ops.aten.mean.dim: _mean,
-}
+def xnnpack_decompositions(layer_norm_widths: Collection[int]) -> dict:
+    """ATen operations that XNNPACK's delegate does not take, rewritten into ones it does (a table for
+    ``ExportedProgram.run_decompositions``): LayerNorm and one-group GroupNorm as means, subtractions and rsqrt; sums
+    as means; the classifier's global pooling with keepdim. Without them, each such op runs on ExecuTorch's portable
+    (unoptimised) kernel and cuts the delegate in two. Applied to the final program, after quantization: the
+    rewritten norms stay in float between their int8 neighbours.
+
+    A LayerNorm's means over its ``n`` features are products with a constant (n, 1) column of 1/n, one fully
+    connected operation each in the tokens' own layout (XNNPACK's only mean, a 4-D pooling, takes two transposes of
+    the tokens: 7 % more time for the whole int8 XXS program, measured). The columns are made here, for the widths
+    ``n`` in ``layer_norm_widths``, and not while tracing: a tensor made then would be an operation of the program.
+    """
+    row_means = {n: torch.full((n, 1), 1 / n) for n in layer_norm_widths}
+    return {
+        torch.ops.aten.layer_norm.default: functools.partial(_layer_norm, row_means=row_means),
+        torch.ops.aten.group_norm.default: _group_norm,
+        torch.ops.aten.sum.dim_IntList: _sum,
+        torch.ops.aten.mean.dim: _mean,
+    }
+
+
+def _layer_norm_widths(graph: torch.fx.Graph) -> set[int]:
+    """The feature counts ``n`` that the LayerNorms of ``graph`` normalize over."""
+    return {math.prod(node.args[1]) for node in graph.nodes if node.target == torch.ops.aten.layer_norm.default}
 
 
 # Activation ranges of PT2E calibration: ``minmax`` (MinMaxObserver: the running min and max) or ``histogram``
@@ -380,7 +399,8 @@ def export_executorch(
     model = _export_ready(model)
     if images is not None:
         model = quantize_pt2e(model, image_size, images, method, float_ops)
-    program = _exported(model, image_size).run_decompositions(XNNPACK_DECOMPOSITIONS)
+    program = _exported(model, image_size)
+    program = program.run_decompositions(xnnpack_decompositions(_layer_norm_widths(program.graph)))
     tensors = [*program.state_dict.values(), *program.constants.values()]
     int8_weights = sum(isinstance(t, torch.Tensor) and t.dtype == torch.int8 for t in tensors)
     edge = to_edge_transform_and_lower(program, partitioner=[xnnpack_partitioner()])
