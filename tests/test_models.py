@@ -210,6 +210,20 @@ def test_unfold_fold_patches_match_the_rank6_reference() -> None:
     assert torch.equal(fold_patches(unfolded, p), x)
 
 
+def test_unfold_fold_tokens_match_the_rank6_reference() -> None:
+    """v1's token sequences (B*P, N, C), made in rank <= 5, equal the reshape/permute through (B, C, nh, p, nw, p)
+    of the reference implementation, and fold back; channels-last input gives the same tokens."""
+    from mobilevit.models.layers import fold_tokens, unfold_tokens
+
+    batch, channels, nh, nw, p = 2, 3, 4, 5, 2
+    x = torch.randn(batch, channels, nh * p, nw * p)
+    reference = x.reshape(batch, channels, nh, p, nw, p).permute(0, 3, 5, 2, 4, 1).reshape(batch * p * p, nh * nw, channels)
+    tokens = unfold_tokens(x, p)
+    assert torch.equal(tokens, reference)
+    assert torch.equal(unfold_tokens(x.contiguous(memory_format=torch.channels_last), p), reference)
+    assert torch.equal(fold_tokens(tokens, p, (nh, nw)), x)
+
+
 @pytest.mark.parametrize("name", SMALL_V1_V2)
 def test_onnx_export_matches_pytorch_with_dynamic_batch(name: str, tmp_path, capsys) -> None:
     from mobilevit.export import main as export_main

@@ -55,6 +55,29 @@ class InvertedResidual(nn.Module):
 
 
 # Unfold/fold with tensors of rank <= 5 (Core ML, ncnn and several TensorRT versions refuse rank 6).
+def unfold_tokens(x: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """(B, C, nh*p, nw*p) -> (B*P, N, C) with P = p*p pixel positions and N = nh*nw patches: sequence ``b*P + i*p + j``
+    holds pixel ``(i, j)`` of every patch of image ``b``, in raster order (MobileViT v1's transformer input, paper
+    Sec. 3.1). Pure data movement (bit-exact), in two channels-last transposes that move whole ``C``-vectors (a
+    channels-last runtime such as XNNPACK copies rows, not single elements); no tensor has rank above 5."""
+    batch, channels, height, width = x.shape
+    p = patch_size
+    nh, nw = height // p, width // p
+    x = x.permute(0, 2, 3, 1).reshape(batch * nh, p, nw, p, channels).transpose(2, 3)  # (B*nh, p_row, p_col, nw, C)
+    x = x.reshape(batch, nh, p * p, nw * channels).transpose(1, 2)  # (B, P, nh, nw*C)
+    return x.reshape(batch * p * p, nh * nw, channels)
+
+
+def fold_tokens(x: torch.Tensor, patch_size: int, grid: tuple[int, int]) -> torch.Tensor:
+    """Inverse of :func:`unfold_tokens`: (B*P, N, C) -> (B, C, nh*p, nw*p) for the patch ``grid`` ``(nh, nw)``."""
+    nh, nw = grid
+    p = patch_size
+    channels = x.shape[-1]
+    x = x.reshape(-1, p * p, nh, nw * channels).transpose(1, 2)  # (B, nh, P, nw*C)
+    x = x.reshape(-1, p, p, nw, channels).transpose(2, 3)  # (B*nh, p_row, nw, p_col, C)
+    return x.reshape(-1, nh * p, nw * p, channels).permute(0, 3, 1, 2)
+
+
 def unfold_patches(x: torch.Tensor, patch_size: int) -> torch.Tensor:
     """(B, C, nh*p, nw*p) -> (B, C, p*p, nh, nw): pixel position ``(i, j)`` of every ``p x p`` patch gathered in
     ``[:, :, i*p + j]``. Pure data movement (bit-exact); no intermediate tensor has rank above 5."""

@@ -17,7 +17,7 @@ from torch import nn
 from torchvision.ops import StochasticDepth
 
 from mobilevit.models.base import MobileViTClassifier, init_weights
-from mobilevit.models.layers import ConvBNAct, InvertedResidual, fold_patches, unfold_patches
+from mobilevit.models.layers import ConvBNAct, InvertedResidual, fold_tokens, unfold_tokens
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -129,18 +129,18 @@ class MobileViTBlock(nn.Module):
         x = self.local_proj(self.local_conv(x))
 
         # Unfold: (B, d, nh*p, nw*p) -> (B*P, N, d) with P = p*p pixel positions, N = nh*nw patches.
-        batch, dim, height, width = x.shape
+        height, width = x.shape[-2:]
         p = self.patch_size
         nh, nw = math.ceil(height / p), math.ceil(width / p)
         resized = (nh * p, nw * p) != (height, width)
         if resized:
             x = F.interpolate(x, size=(nh * p, nw * p), mode="bilinear", align_corners=False)
-        x = unfold_patches(x, p).permute(0, 2, 3, 4, 1).reshape(batch * p * p, nh * nw, dim)
+        x = unfold_tokens(x, p)
 
         x = self.norm(self.transformer(x))
 
         # Fold: (B*P, N, d) -> (B, d, nh*p, nw*p).
-        x = fold_patches(x.reshape(batch, p * p, nh, nw, dim).permute(0, 4, 1, 2, 3), p)
+        x = fold_tokens(x, p, (nh, nw))
         if resized:
             x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
 
