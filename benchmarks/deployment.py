@@ -12,8 +12,10 @@ XNNPACK delegate fp32 and int8 (PT2E). Every variant is measured in fp32 on Exec
 (int8 included) for ``--int8-models``. Networks are randomly initialised with 1000 classes and int8 ranges are
 calibrated on random images: speed and size do not depend on the weights' values (accuracy: docs/evaluation.md).
 Latency is the median of ``--repeats`` batch-1 calls after ``--warmup``; throughput is images/s of the median
-batch-``--batch-size`` call. The run record (``--json``) holds every raw time and the machine; ``--table`` turns a
-record into the markdown table of docs/deployment.md (never typed by hand).
+batch-``--batch-size`` call. A variant's runtimes are timed in ``--rounds`` interleaved rounds (the calls split
+between them), so that a speed change of the machine during the run does not favour one runtime over another. The
+run record (``--json``) holds every raw time and the machine; ``--table`` turns a record into the markdown table of
+docs/deployment.md (never typed by hand).
 """
 
 from __future__ import annotations
@@ -94,34 +96,52 @@ def _runner(runtime: str, name: str, size: int, folder: Path, threads: int, cali
     return artifact, path.stat().st_size
 
 
-def measure(name: str, runtime: str, size: int, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
-    """One row of the record: latency (ms, batch 1), throughput (img/s, batch ``args.batch_size``), file size."""
-    run, file_bytes = _runner(runtime, name, size, folder, args.threads, args.calibration_images)
+def _spread(calls: int, rounds: int) -> list[int]:
+    """``calls`` split over ``rounds`` as evenly as possible (the first rounds take the remainder)."""
+    return [calls // rounds + (r < calls % rounds) for r in range(rounds)]
+
+
+def measure_variant(name: str, runtimes: list[str], size: int, args: argparse.Namespace, folder: Path) -> list[dict]:
+    """The rows of variant ``name``, one per runtime: latency (ms, batch 1), throughput (img/s, batch
+    ``args.batch_size``), file size. Every runtime's file is made first; then the runtimes are timed in
+    ``args.rounds`` interleaved rounds, each timing every runtime in turn (after one untimed call), so that a
+    machine whose speed changes during the run slows every runtime of the comparison alike."""
+    runners = {rt: _runner(rt, name, size, folder, args.threads, args.calibration_images) for rt in runtimes}
     one, batch = torch.rand(1, 3, size, size), torch.rand(args.batch_size, 3, size, size)
+    latency: dict[str, list[float]] = {runtime: [] for runtime in runtimes}
+    throughput: dict[str, list[float]] = {runtime: [] for runtime in runtimes}
     with torch.inference_mode():
-        latency = time_repeats(lambda: run(one), args.repeats, args.warmup)
-        throughput = time_repeats(lambda: run(batch), max(1, args.repeats // 4), 1)
-    row = {
-        "model": name,
-        "runtime": runtime,
-        "image_size": size,
-        "file_bytes": file_bytes,
-        "latency_ms": 1000 * median(latency),
-        "throughput_img_s": args.batch_size / median(throughput),
-        "latency_s_raw": latency,
-        "throughput_s_raw": throughput,
-    }
-    print(f"{name:16s} {runtime:17s} {row['latency_ms']:8.2f} ms  {row['throughput_img_s']:8.1f} img/s", flush=True)
-    return row
+        for run, _ in runners.values():
+            time_repeats(lambda: run(one), 0, args.warmup)  # noqa: B023 - called before the loop moves on
+        for calls, times, images in ((args.repeats, latency, one), (max(1, args.repeats // 4), throughput, batch)):
+            for round_calls in _spread(calls, args.rounds):
+                for runtime, (run, _) in runners.items():
+                    if round_calls:
+                        times[runtime] += time_repeats(lambda: run(images), round_calls, 1)  # noqa: B023 - as above
+    rows = []
+    for runtime, (_, file_bytes) in runners.items():
+        row = {
+            "model": name,
+            "runtime": runtime,
+            "image_size": size,
+            "file_bytes": file_bytes,
+            "latency_ms": 1000 * median(latency[runtime]),
+            "throughput_img_s": args.batch_size / median(throughput[runtime]),
+            "latency_s_raw": latency[runtime],
+            "throughput_s_raw": throughput[runtime],
+        }
+        print(f"{name:16s} {runtime:17s} {row['latency_ms']:8.2f} ms  {row['throughput_img_s']:8.1f} img/s", flush=True)
+        rows.append(row)
+    return rows
 
 
-def plan(args: argparse.Namespace) -> list[tuple[str, str]]:
-    """(variant, runtime) pairs to measure: each of ``--runtimes`` for the int8 models, ExecuTorch fp32 (if one of
+def plan(args: argparse.Namespace) -> dict[str, list[str]]:
+    """The runtimes to measure, by variant: each of ``--runtimes`` for the int8 models, ExecuTorch fp32 (if one of
     them) for all."""
-    pairs = [(name, runtime) for name in args.int8_models for runtime in args.runtimes]
+    variants = {name: list(args.runtimes) for name in args.int8_models}
     if "executorch" in args.runtimes:
-        pairs += [(name, "executorch") for name in args.models if name not in args.int8_models]
-    return pairs
+        variants |= {name: ["executorch"] for name in args.models if name not in args.int8_models}
+    return variants
 
 
 def markdown(record: dict[str, Any]) -> str:
@@ -156,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=positive_int, default=32, help="throughput batch")
     parser.add_argument("--repeats", type=positive_int, default=40, help="timed batch-1 calls (throughput: a quarter)")
     parser.add_argument("--warmup", type=positive_int, default=5)
+    parser.add_argument(
+        "--rounds", type=positive_int, default=5, help="interleaved rounds over a variant's runtimes (--repeats split)"
+    )
     parser.add_argument("--calibration-images", type=positive_int, default=32)
     parser.add_argument("--models", nargs="+", default=list_models(), choices=list_models())
     parser.add_argument("--int8-models", nargs="+", default=list(INT8_MODELS), choices=list_models())
@@ -179,7 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info(torch.device("cpu"))
     print_machine(info)
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [measure(name, runtime, args.image_size, args, Path(tmp)) for name, runtime in plan(args)]
+        rows = [
+            row
+            for name, runtimes in plan(args).items()
+            for row in measure_variant(name, runtimes, args.image_size, args, Path(tmp))
+        ]
     record = {"threads": args.threads, "batch_size": args.batch_size, "machine": info, "rows": rows}
     write_json(record, args.json)
     table = markdown(record)

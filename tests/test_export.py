@@ -4,6 +4,7 @@ artifact; one-line refusals (exit code 2)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -410,6 +411,21 @@ def test_deployment_benchmark_quick_run_and_table(tmp_path: Path) -> None:
     assert "int8 dot product: " in table.splitlines()[0]  # where int8 kernels can outrun float32 ones
     eager = record["rows"][0]["latency_ms"]
     assert f"{eager / record['rows'][-1]['latency_ms']:.2f}x" in table
+
+
+def test_deployment_benchmark_interleaves_the_runtimes_of_a_variant(monkeypatch, tmp_path: Path) -> None:
+    """A variant's runtimes are timed in alternating rounds (a machine that slows down mid-run slows them alike),
+    each round after one untimed call; every row gets exactly --repeats timed batch-1 calls."""
+    from benchmarks import deployment
+
+    calls = []
+    monkeypatch.setattr(deployment, "_runner", lambda runtime, *_: (lambda x: calls.append((runtime, len(x))), 1))
+    args = argparse.Namespace(threads=1, calibration_images=1, batch_size=2, repeats=4, warmup=1, rounds=2)
+    rows = deployment.measure_variant("mobilevit_xxs", ["timm", "executorch"], 8, args, tmp_path)
+    one_image = "".join(runtime[0] for runtime, batch in calls if batch == 1)
+    assert one_image == "te" + "ttteee" * 2  # warm-up, then 2 rounds of (1 untimed + 2 timed) per runtime
+    assert [len(row["latency_s_raw"]) for row in rows] == [4, 4]
+    assert [len(row["throughput_s_raw"]) for row in rows] == [1, 1]
 
 
 def test_int8_sensitivity_scores_each_float_op_set_on_the_val_split(tiny_checkpoints, tmp_path: Path, capsys) -> None:
