@@ -203,6 +203,10 @@ def test_xnnpack_float_op_groups_keep_their_operations_float(name: str, tiny_che
     # Each product reads its sigmoid's int8 output as it is: no requantization between them.
     assert all(sum(isinstance(spec, SharedQuantizationSpec) for spec in inputs.values()) == 1 for inputs in products)
     assert not kept & int8_nodes(tuple(FLOAT_OP_GROUPS)).keys()
+    # v1's scaled queries, read only by the float attention matmuls, are never rounded to int8.
+    scaled_queries = [node.name for node in graph.nodes if node.target == torch.ops.aten.mul.Tensor
+                      and {user.target for user in node.users} == {torch.ops.aten.bmm.default}]  # fmt: skip
+    assert len(scaled_queries) == layers[MultiHeadSelfAttention] and not set(scaled_queries) & plain.keys()
     with pytest.raises(UserInputError, match=r"--float-ops for --format executorch must be one of \['residual'"):
         float_nodes(graph, ["softmax"])
 

@@ -74,6 +74,21 @@ def test_logits_match_timm_with_identical_weights(name: str) -> None:
         assert diff <= 1e-4
 
 
+def test_unfused_v1_attention_computes_the_fused_one() -> None:
+    """``fused = False`` (slices, 3-D batched matmuls and softmax: the export path) gives scaled_dot_product_attention's
+    result, for a batch of several sequences and several heads."""
+    from mobilevit.models.mobilevit_v1 import MultiHeadSelfAttention
+
+    torch.manual_seed(0)
+    attention = MultiHeadSelfAttention(dim=24, num_heads=4).eval()
+    tokens = torch.randn(3, 10, 24)
+    with torch.no_grad():
+        fused = attention(tokens)
+        attention.fused = False
+        unfused = attention(tokens)
+    assert fused.abs().max() > 0.1 and torch.allclose(unfused, fused, atol=1e-6, rtol=1e-5)
+
+
 @pytest.mark.parametrize("name", SMALL_V1_V2)
 @pytest.mark.parametrize("size", [(32, 32), (33, 47), (97, 45), (224, 160)])
 def test_any_input_size_from_32_works(name: str, size: tuple[int, int]) -> None:

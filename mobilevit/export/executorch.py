@@ -217,6 +217,13 @@ def float_nodes(graph: torch.fx.Graph, float_ops: Collection[str]) -> set[torch.
     return {node for group in float_ops for node in FLOAT_OP_GROUPS[group](graph)}
 
 
+def _read_by_matmuls_only(node: torch.fx.Node) -> bool:
+    """Whether ``node`` is a product that only batched matmuls read (v1's scaled queries ``q / sqrt(d)``): XNNPACK
+    runs those in float, so an int8 output would only add a rounding and two int8 <-> float conversions."""
+    is_product = node.target == torch.ops.aten.mul.Tensor and bool(node.users)
+    return is_product and all(user.target == torch.ops.aten.bmm.default for user in node.users)
+
+
 def xnnpack_quantization_config(method: str = "minmax", is_qat: bool = False):  # noqa: ANN201
     """XNNPACK's int8 scheme (executorch's ``get_symmetric_quantization_config``): per-channel symmetric int8 weights,
     per-tensor int8 activations whose ranges ``method`` (one of :data:`PT2E_CALIBRATION_METHODS`) calibrates, or
@@ -244,7 +251,7 @@ def xnnpack_quantizer(  # noqa: ANN201 - torchao's ComposableQuantizer
 ):
     """The int8 quantizer of the ExecuTorch export: executorch's ``XNNPACKQuantizer`` with
     :func:`xnnpack_quantization_config`, after :func:`_silu_quantizer` (SiLU int8 too); the graph's nodes
-    ``keep_float`` stay float.
+    ``keep_float`` stay float, and so do products that only (float) batched matmuls read.
 
     Raises:
         UserInputError: an unknown ``method`` (one line naming the choices).
@@ -255,10 +262,9 @@ def xnnpack_quantizer(  # noqa: ANN201 - torchao's ComposableQuantizer
 
     quantizer = XNNPACKQuantizer().set_global(config)
     floats = frozenset(keep_float)
-    if floats:
-        # A node filter, not set_module_name: the module filter also tests each convolution's weight node, which
-        # has no module of its own, so a name-configured quantizer (executorch 1.5.1) skips every convolution.
-        quantizer.set_filter_function(lambda node: node not in floats)
+    # A node filter, not set_module_name: the module filter also tests each convolution's weight node, which has no
+    # module of its own, so a name-configured quantizer (executorch 1.5.1) skips every convolution.
+    quantizer.set_filter_function(lambda node: node not in floats and not _read_by_matmuls_only(node))
     # SiLU first: XNNPACK's quantizer leaves the nodes annotated before it alone.
     return ComposableQuantizer([_silu_quantizer(config.input_activation, floats), quantizer])
 

@@ -45,18 +45,15 @@ class MultiHeadSelfAttention(nn.Module):
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (batch, heads, tokens, head_dim)
             x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
         else:  # slices, views and 3-D bmm only: what mobile delegates take (4-D matmuls export with expand copies)
-            qkv = self.qkv(x)
-            q, k, v = (self._split_heads(qkv[..., i * dim : (i + 1) * dim]) for i in range(3))
+            heads, head_dim = self.num_heads, dim // self.num_heads
+            # One transpose for q, k and v, then slices of whole (batch * heads, tokens, head_dim) blocks.
+            qkv = self.qkv(x).reshape(batch, tokens, 3, heads, head_dim).permute(2, 0, 3, 1, 4).contiguous()
+            q, k, v = (qkv[i : i + 1].reshape(batch * heads, tokens, head_dim) for i in range(3))
             # The scale on q (tokens x head_dim), not on the scores (tokens x tokens): the same function in fewer
-            # products; in an int8 program it is the scaled q, not the scores, that is rounded to int8.
-            x = torch.bmm(torch.bmm(q * q.shape[-1] ** -0.5, k.transpose(1, 2)).softmax(dim=-1), v)
-            x = x.reshape(batch, self.num_heads, tokens, -1)
+            # products.
+            x = torch.bmm(torch.bmm(q * head_dim**-0.5, k.transpose(1, 2)).softmax(dim=-1), v)
+            x = x.reshape(batch, heads, tokens, head_dim)
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(batch, tokens, dim)))
-
-    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
-        """(batch, tokens, dim) -> (batch * heads, tokens, head_dim)."""
-        batch, tokens, _ = x.shape
-        return x.reshape(batch, tokens, self.num_heads, -1).transpose(1, 2).reshape(batch * self.num_heads, tokens, -1)
 
 
 class TransformerLayer(nn.Module):
