@@ -24,6 +24,7 @@ import argparse
 import json
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,11 @@ def _runner(runtime: str, name: str, size: int, folder: Path, threads: int, cali
     return artifact, path.stat().st_size
 
 
+# Pause before timing a runtime: ONNX Runtime's threads keep spinning for a while after a call, and measured here they
+# made the next runtime's calls up to 2x slower; 50 ms of pause removed it.
+SETTLE_S = 0.1
+
+
 def _spread(calls: int, rounds: int) -> list[int]:
     """``calls`` split over ``rounds`` as evenly as possible (the first rounds take the remainder)."""
     return [calls // rounds + (r < calls % rounds) for r in range(rounds)]
@@ -104,8 +110,8 @@ def _spread(calls: int, rounds: int) -> list[int]:
 def measure_variant(name: str, runtimes: list[str], size: int, args: argparse.Namespace, folder: Path) -> list[dict]:
     """The rows of variant ``name``, one per runtime: latency (ms, batch 1), throughput (img/s, batch
     ``args.batch_size``), file size. Every runtime's file is made first; then the runtimes are timed in
-    ``args.rounds`` interleaved rounds, each timing every runtime in turn (after one untimed call), so that a
-    machine whose speed changes during the run slows every runtime of the comparison alike."""
+    ``args.rounds`` interleaved rounds, each timing every runtime in turn (after a pause of :data:`SETTLE_S` and one
+    untimed call), so that a machine whose speed changes during the run slows every runtime of the comparison alike."""
     runners = {rt: _runner(rt, name, size, folder, args.threads, args.calibration_images) for rt in runtimes}
     one, batch = torch.rand(1, 3, size, size), torch.rand(args.batch_size, 3, size, size)
     latency: dict[str, list[float]] = {runtime: [] for runtime in runtimes}
@@ -117,6 +123,7 @@ def measure_variant(name: str, runtimes: list[str], size: int, args: argparse.Na
             for round_calls in _spread(calls, args.rounds):
                 for runtime, (run, _) in runners.items():
                     if round_calls:
+                        time.sleep(SETTLE_S)
                         times[runtime] += time_repeats(lambda: run(images), round_calls, 1)  # noqa: B023 - as above
     rows = []
     for runtime, (_, file_bytes) in runners.items():

@@ -423,6 +423,7 @@ def test_deployment_benchmark_interleaves_the_runtimes_of_a_variant(monkeypatch,
     from benchmarks import deployment
 
     calls = []
+    monkeypatch.setattr(deployment, "SETTLE_S", 0)
     monkeypatch.setattr(deployment, "_runner", lambda runtime, *_: (lambda x: calls.append((runtime, len(x))), 1))
     args = argparse.Namespace(threads=1, calibration_images=1, batch_size=2, repeats=4, warmup=1, rounds=2)
     rows = deployment.measure_variant("mobilevit_xxs", ["timm", "executorch"], 8, args, tmp_path)
