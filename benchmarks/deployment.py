@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=positive_int, default=40, help="timed batch-1 calls (throughput: a quarter)")
     parser.add_argument("--warmup", type=positive_int, default=5)
     parser.add_argument(
-        "--rounds", type=positive_int, default=5, help="interleaved rounds over a variant's runtimes (--repeats split)"
+        "--rounds", type=positive_int, default=10, help="interleaved rounds over a variant's runtimes (--repeats split)"
     )
     parser.add_argument("--calibration-images", type=positive_int, default=32)
     parser.add_argument("--models", nargs="+", default=list_models(), choices=list_models())

@@ -232,7 +232,8 @@ def test_unfold_fold_tokens_match_the_rank6_reference() -> None:
 
     batch, channels, nh, nw, p = 2, 3, 4, 5, 2
     x = torch.randn(batch, channels, nh * p, nw * p)
-    reference = x.reshape(batch, channels, nh, p, nw, p).permute(0, 3, 5, 2, 4, 1).reshape(batch * p * p, nh * nw, channels)
+    reference = x.reshape(batch, channels, nh, p, nw, p).permute(0, 3, 5, 2, 4, 1)
+    reference = reference.reshape(batch * p * p, nh * nw, channels)
     tokens = unfold_tokens(x, p)
     assert torch.equal(tokens, reference)
     assert torch.equal(unfold_tokens(x.contiguous(memory_format=torch.channels_last), p), reference)

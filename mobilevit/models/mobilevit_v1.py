@@ -40,15 +40,14 @@ class MultiHeadSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, tokens, dim = x.shape
+        heads, head_dim = self.num_heads, dim // self.num_heads
+        qkv = self.qkv(x).reshape(batch, tokens, 3, heads, head_dim).permute(2, 0, 3, 1, 4)  # (3, B, heads, N, hd)
         if self.fused or self.training:
-            qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, dim // self.num_heads)
-            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (batch, heads, tokens, head_dim)
+            q, k, v = qkv.unbind(0)
             x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
         else:  # slices, views and 3-D bmm only: what mobile delegates take (4-D matmuls export with expand copies)
-            heads, head_dim = self.num_heads, dim // self.num_heads
-            # One transpose for q, k and v, then slices of whole (batch * heads, tokens, head_dim) blocks.
-            qkv = self.qkv(x).reshape(batch, tokens, 3, heads, head_dim).permute(2, 0, 3, 1, 4).contiguous()
-            q, k, v = (qkv[i : i + 1].reshape(batch * heads, tokens, head_dim) for i in range(3))
+            blocks = qkv.contiguous()  # one transpose for q, k and v, then slices of whole blocks
+            q, k, v = (blocks[i : i + 1].reshape(batch * heads, tokens, head_dim) for i in range(3))
             # The scale on q (tokens x head_dim), not on the scores (tokens x tokens): the same function in fewer
             # products.
             x = torch.bmm(torch.bmm(q * head_dim**-0.5, k.transpose(1, 2)).softmax(dim=-1), v)
