@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -26,6 +27,11 @@ FLOWERS_ROOT = Path(os.environ.get("MOBILEVIT_DATA_DIR", ROOT / "data")).expandu
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+# pytest-xdist (-n auto, pyproject.toml) runs a worker per core: each worker, and the processes it starts, gets its
+# share of the cores, so that the workers' thread pools do not oversubscribe the machine.
+if (XDIST_WORKERS := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))) > 1:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // XDIST_WORKERS))
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 register_config_resolvers()  # as train.py and evaluate.py do: the configs use ${fast_precision:...}
 
 # A tiny synthetic dataset: 3 classes, 32 px, a few images per split (generated once per session).

@@ -55,6 +55,10 @@ def test_onnx_fp32_matches_pytorch_and_int8_holds_int8(name: str, tiny_checkpoin
     graph = onnx.load(str(int8)).graph
     assert {"QuantizeLinear", "DequantizeLinear"} <= {node.op_type for node in graph.node}
     assert int8.stat().st_size < 0.5 * fp32.stat().st_size
+    # Neither file carries the exporter's per-node debug metadata: no stack trace names this machine's source files.
+    for path in (fp32, int8):
+        assert not any(node.metadata_props for node in onnx.load(str(path)).graph.node)
+        assert b"mobilevit/models" not in path.read_bytes()
     sidecar = json.loads(sidecar_path(int8).read_text())
     assert sidecar["quantization"]["scheme"] == "int8" and sidecar["quantization"]["calibration_images"] == 8
     # No --float-ops: v2 keeps its residual adds, attention products and SiLUs float, v1 its SiLUs (what kept their
