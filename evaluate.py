@@ -2,7 +2,7 @@
 
     python evaluate.py ckpt_path=logs/train/runs/<time>/checkpoints/epoch_009.ckpt
     python evaluate.py ckpt_path=last data.split=val data.root=/elsewhere/flowers102
-    python evaluate.py ckpt_path=logs/train/runs/<time>/checkpoints/last_int8.pte   # ExecuTorch / ONNX Runtime
+    python evaluate.py ckpt_path=logs/train/runs/<time>/checkpoints/last_int8.pte   # ExecuTorch / ONNX Runtime / LiteRT
 
 The model and data are rebuilt from the run config stored in the checkpoint; `data.*` keys override it.
 Writes metrics.json, per_class.csv and confusion_matrix.png into the run directory (logs/eval/runs/<time>).
@@ -78,7 +78,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     output_dir.mkdir(parents=True, exist_ok=True)
 
     overrides = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else {}
-    if is_artifact(ckpt_path):  # an exported .onnx / .pte: every image goes through its runtime
+    if is_artifact(ckpt_path):  # an exported .onnx / .pte / .tflite: every image goes through its runtime
         return _evaluate_artifact(cfg, ckpt_path, overrides, output_dir)
     weights = read_trained(ckpt_path)
     datamodule = datamodule_from_weights(weights, overrides)

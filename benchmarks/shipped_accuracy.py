@@ -33,7 +33,10 @@ from benchmarks.common import run_name, show_markdown, write_json
 from mobilevit.errors import UserInputError
 from mobilevit.utils.run import exit_on_user_error
 
-RUNTIME_TITLES = {"checkpoint": "PyTorch (checkpoint)", "onnx": "ONNX Runtime", "executorch": "ExecuTorch/XNNPACK"}
+RUNTIME_TITLES = {
+    "checkpoint": "PyTorch (checkpoint)", "onnx": "ONNX Runtime", "executorch": "ExecuTorch/XNNPACK",
+    "litert": "LiteRT",
+}  # fmt: skip
 
 
 def read_row(eval_dir: Path) -> dict[str, Any]:

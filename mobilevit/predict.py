@@ -1,5 +1,5 @@
-"""Classify image files with a checkpoint from train.py, or a file exported from one (``.onnx``, ``.pte``, run by its
-own runtime): top-k classes with names and probabilities.
+"""Classify image files with a checkpoint from train.py, or a file exported from one (``.onnx``, ``.pte``, ``.tflite``,
+run by its own runtime): top-k classes with names and probabilities.
 
     python -m mobilevit.predict ckpt_path=logs/train/runs/<time>/checkpoints/last.ckpt inputs=photos/
     python -m mobilevit.predict ckpt_path=last inputs='photos/**/*.jpg' output=preds.csv topk=3
@@ -143,8 +143,8 @@ class Classifier:
 
 
 class ArtifactClassifier:
-    """An exported artifact (``.onnx`` / ``.pte`` with its sidecar) behind :class:`Classifier`'s interface, run on the
-    CPU by its own runtime (ONNX Runtime, ExecuTorch)."""
+    """An exported artifact (``.onnx`` / ``.pte`` / ``.tflite`` with its sidecar) behind :class:`Classifier`'s
+    interface, run on the CPU by its own runtime (ONNX Runtime, ExecuTorch, LiteRT)."""
 
     def __init__(self, path: str | Path, hflip_tta: bool | None = None) -> None:
         self.artifact = load_artifact(path)

@@ -1,4 +1,4 @@
-"""``python -m mobilevit.export``: checkpoint, weights file or Hub id -> ONNX / ExecuTorch artifact + sidecar."""
+"""``python -m mobilevit.export``: checkpoint, weights file or Hub id -> ONNX / ExecuTorch / LiteRT file + sidecar."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 from mobilevit.data.transforms import check_image_size
 from mobilevit.errors import UserInputError, require_choice, require_int
 from mobilevit.export import calibration, onnx as onnx_export
-from mobilevit.export import executorch as executorch_export
+from mobilevit.export import executorch as executorch_export, litert as litert_export
 from mobilevit.export.runtime import EXTRAS, load_artifact, require_extra
 from mobilevit.export.sidecar import sidecar_record, write_sidecar
 from mobilevit.models import list_models, mobilevit_v2, read_weights
@@ -26,14 +26,19 @@ DYNAMIC_SIZE_REFUSAL = (
     "--dynamic-size is not supported: MobileViT blocks choose a feature-map resize per input size at export time, "
     "so one graph cannot serve every H x W; export one file per size with --image-size H W."
 )
-SUFFIXES = {"onnx": ".onnx", "executorch": ".pte"}
+SUFFIXES = {"onnx": ".onnx", "executorch": ".pte", "litert": ".tflite"}
 QUANTIZATIONS = ("int8",)
-# Per format: the --calibration-method and --float-ops choices.
+# Per format: the --calibration-method and --float-ops choices (LiteRT's int8 program is made by the ExecuTorch
+# export's quantizer: mobilevit.export.litert).
+PT2E_FORMATS = ("executorch", "litert")
 CALIBRATION_METHODS = {
-    "onnx": onnx_export.CALIBRATION_METHODS, "executorch": executorch_export.PT2E_CALIBRATION_METHODS,
+    "onnx": onnx_export.CALIBRATION_METHODS, **dict.fromkeys(PT2E_FORMATS, executorch_export.PT2E_CALIBRATION_METHODS),
 }  # fmt: skip
-FLOAT_OP_GROUPS = {"onnx": tuple(onnx_export.FLOAT_OP_GROUPS), "executorch": tuple(executorch_export.FLOAT_OP_GROUPS)}
-# --float-ops when none are given, both formats: the groups that kept int8 accuracy, chosen on the val split
+FLOAT_OP_GROUPS = {
+    "onnx": tuple(onnx_export.FLOAT_OP_GROUPS), **dict.fromkeys(PT2E_FORMATS, tuple(executorch_export.FLOAT_OP_GROUPS)),
+}  # fmt: skip
+RUNTIME_NAMES = {"onnx": "onnxruntime", "executorch": "ExecuTorch/XNNPACK", "litert": "LiteRT"}
+# --float-ops when none are given, every format: the groups that kept int8 accuracy, chosen on the val split
 # (docs/int8_sensitivity.md) and measured on the test split (docs/shipped_accuracy.md), the stratified CPU recipe's
 # models. MobileViT v2 (mobilevitv2_050): ExecuTorch -0.6 point, ONNX Runtime -0.7 (every group int8: -3.0 to -4.0).
 # v1 (mobilevit_xxs): ExecuTorch -0.5, ONNX Runtime -0.7 (SiLU int8 too: -1.1, -1.1).
@@ -71,13 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     calib.add_argument("--calibration-images", type=int, default=calibration.DEFAULT_CALIBRATION_IMAGES)
     calib.add_argument(
         "--calibration-method", default="minmax", choices=_union(CALIBRATION_METHODS),
-        help="activation ranges: minmax (both formats), percentile or entropy (onnx), histogram (executorch)",
+        help="activation ranges: minmax (every format), percentile or entropy (onnx), histogram (executorch, litert)",
     )  # fmt: skip
     calib.add_argument(
         "--float-ops", nargs="*", choices=_union(FLOAT_OP_GROUPS),
         help="operator groups kept in float32: softmax, norm, attention, silu, residual (onnx); residual, attention, "
-        "silu (executorch, whose int8 scheme keeps softmax, norms and attention matmuls in float already). Default: "
-        "residual attention silu for MobileViT v2, silu for v1; --float-ops alone: none (everything int8)",
+        "silu (executorch, litert: XNNPACK's int8 scheme keeps softmax, norms and attention matmuls in float "
+        "already). Default: residual attention silu for MobileViT v2, silu for v1; --float-ops alone: none "
+        "(everything int8)",
     )  # fmt: skip
     calib.add_argument("--data-root", help="where the training data is (default: the checkpoint's data.root)")
     calib.add_argument("--seed", type=int, default=0, help="which calibration images are drawn")
@@ -119,6 +125,10 @@ def export(args: argparse.Namespace) -> Path:
     if args.format == "onnx":
         require_extra("onnxscript", "export")
         onnx_export.check_opset(args.opset)
+    if args.format == "litert":
+        require_extra("litert_torch", "litert")
+        if args.quantize:
+            require_extra("executorch", "litert")  # its XNNPACK quantizer makes the int8 program
     weights = read_weights(args.checkpoint, args.model)
     sizes = args.image_size or [weights.preprocessing.image_size]
     size = tuple(sizes * 2)[:2] if len(sizes) == 1 else tuple(sizes[:2])
@@ -131,8 +141,8 @@ def export(args: argparse.Namespace) -> Path:
         count = require_int(args.calibration_images, "--calibration-images", 1)
         images = calibration.calibration_images(weights, count, args.seed, args.data_root)
         if weights.fake_quant_state is not None:
-            print("A quantization-aware training checkpoint: ONNX Runtime calibrates its fine-tuned float weights "
-                  "(--format executorch uses the learned int8 ranges).")  # fmt: skip
+            print(f"A quantization-aware training checkpoint: --format {args.format} calibrates its fine-tuned float "
+                  "weights (--format executorch uses the learned int8 ranges).")  # fmt: skip
     float_ops = default_float_ops(weights.variant) if args.float_ops is None else tuple(args.float_ops)
     if learned_ranges:
         from mobilevit.callbacks.qat import recorded_float_ops
@@ -149,6 +159,7 @@ def export(args: argparse.Namespace) -> Path:
         model = weights.build(fuse_bn=not args.no_fuse_bn)
     output = _output_path(args, weights.variant)
     quantization = None
+    io_quantization = None
     if args.format == "onnx":
         if images is None:
             onnx_export.export_onnx(model, output, size, args.opset)
@@ -159,6 +170,13 @@ def export(args: argparse.Namespace) -> Path:
                 done = onnx_export.quantize_onnx(fp32, output, images, args.calibration_method, float_ops)
             quantization = {"scheme": "int8", "method": args.calibration_method, **done}
         batch = None
+    elif args.format == "litert":
+        litert_export.export_litert(model, output, size, images, args.calibration_method, float_ops)
+        if args.quantize:
+            quantization = {"scheme": "int8", "runtime": "xnnpack", "method": args.calibration_method,
+                            "float_ops": list(float_ops)}  # fmt: skip
+            io_quantization = litert_export.io_quantization(output)
+        batch = litert_export.MAX_BATCH
     else:
         method = args.calibration_method
         delegation = executorch_export.export_executorch(model, output, size, images, method, float_ops)
@@ -167,19 +185,18 @@ def export(args: argparse.Namespace) -> Path:
             quantization = {"scheme": "int8", "runtime": "xnnpack", "method": method, "float_ops": list(float_ops)}
         outside = ", ".join(f"{name} x{count}" for name, count in sorted(delegation.outside.items())) or "none"
         print(f"XNNPACK delegate: {sum(delegation.delegated.values())} operators; outside it: {outside}")
-        batch = str(executorch_export.MAX_BATCH)
+        batch = executorch_export.MAX_BATCH
     if images is not None:
         quantization.update(calibration_images=len(images), calibration_split=calibration.CALIBRATION_SPLIT)
     if quantization is not None and weights.fake_quant_state is not None:  # the fp32 checkpoint QAT started from
         quantization["qat_from"] = (weights.run_config or {}).get("model", {}).get("pretrained")
-    record = sidecar_record(weights, args.format, size, batch, quantization)
+    record = sidecar_record(weights, args.format, size, batch, quantization, io_quantization)
     sidecar = write_sidecar(output, record)
     kind = args.quantize or "fp32"
     print(f"Wrote {output} ({args.format} {kind}, input 'images' {batch or 'N'} x 3 x {size[0]} x {size[1]}, "
           f"BatchNorm folded: {not args.no_fuse_bn}) and {sidecar.name}")  # fmt: skip
     diff = max_abs_diff(model, output, size)
-    runtime = {"onnx": "onnxruntime", "executorch": "ExecuTorch/XNNPACK"}[args.format]
-    print(f"{runtime} vs PyTorch max |logit diff| on a batch of 3: {diff:.2e}")
+    print(f"{RUNTIME_NAMES[args.format]} vs PyTorch max |logit diff| on a batch of 3: {diff:.2e}")
     return output
 
 

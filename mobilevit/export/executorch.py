@@ -37,7 +37,7 @@ class SigmoidProduct(nn.Module):
         return x * torch.sigmoid(x)
 
 
-def _export_ready(model: nn.Module) -> nn.Module:
+def export_ready(model: nn.Module) -> nn.Module:
     """``model`` (changed in place) in operations XNNPACK's delegate takes whole: its attention unfused
     (``fused = False``), v1's as batched matmuls + softmax (the fused op decomposes into masking ops XNNPACK does not
     take), v2's qkv split as slices and its softmax over a 3-D view; each ``nn.SiLU`` as :class:`SigmoidProduct`
@@ -314,17 +314,24 @@ def quantize_pt2e(
     images: torch.Tensor,
     method: str = "minmax",
     float_ops: Collection[str] = (),
+    fold_weights: bool = True,
 ) -> nn.Module:
     """``model`` quantized for XNNPACK with PT2E: calibrated on ``images`` (N, 3, H, W) with the activation ranges
-    of ``method``, the groups ``float_ops`` kept float (:func:`xnnpack_quantizer`), converted (Q/DQ nodes)."""
+    of ``method``, the groups ``float_ops`` kept float (:func:`xnnpack_quantizer`), converted (Q/DQ nodes). With
+    ``fold_weights`` the weights are stored int8 (ExecuTorch); without, as float32 followed by their quantize /
+    dequantize pair, the graph litert-torch's converter reads."""
+    from torchao.quantization.pt2e import allow_exported_model_train_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    graph = _exported(_export_ready(model), image_size).module()
+    graph = _exported(export_ready(model), image_size).module()
     prepared = prepare_pt2e(graph, xnnpack_quantizer(method, float_nodes(graph.graph, float_ops)))
     with torch.no_grad():
         for batch in images.split(MAX_BATCH):  # the captured graph has the static batch of the program
             prepared(batch)
-    return convert_pt2e(prepared)
+    converted = convert_pt2e(prepared, fold_quantize=fold_weights)
+    allow_exported_model_train_eval(converted)
+    converted.eval()  # what converters read (litert-torch warns about a module left in training mode)
+    return converted
 
 
 def prepare_qat(
@@ -343,7 +350,7 @@ def prepare_qat(
 
     example = torch.rand(2, 3, *image_size)
     batch = {"x": {0: torch.export.Dim("batch", min=1)}}
-    graph = torch.export.export(_export_ready(model).train(), (example,), dynamic_shapes=batch).module()
+    graph = torch.export.export(export_ready(model).train(), (example,), dynamic_shapes=batch).module()
     prepared = prepare_qat_pt2e(graph, xnnpack_quantizer(keep_float=float_nodes(graph.graph, float_ops), is_qat=True))
     allow_exported_model_train_eval(prepared)
     return prepared
@@ -402,7 +409,7 @@ def export_executorch(
     require_extra("executorch", "executorch")
     from executorch.exir import to_edge_transform_and_lower
 
-    model = _export_ready(model)
+    model = export_ready(model)
     if images is not None:
         model = quantize_pt2e(model, image_size, images, method, float_ops)
     program = _exported(model, image_size)

@@ -1,5 +1,5 @@
-"""Run an exported artifact (``.onnx`` through ONNX Runtime, ``.pte`` through the ExecuTorch runtime) with its sidecar:
-what evaluate.py and predict use to measure the file that ships."""
+"""Run an exported artifact (``.onnx`` through ONNX Runtime, ``.pte`` through the ExecuTorch runtime, ``.tflite``
+through LiteRT's interpreter) with its sidecar: what evaluate.py and predict use to measure the file that ships."""
 
 from __future__ import annotations
 
@@ -20,9 +20,14 @@ if TYPE_CHECKING:
     from torch.utils.data import DataLoader
 
 # Artifact suffix -> format name; the extra that installs each format's runtime and the module it provides.
-FORMATS: dict[str, str] = {".onnx": "onnx", ".pte": "executorch"}
-PTE_MAX_BATCH = 1  # ExecuTorch programs are exported for one image per call (export.executorch.MAX_BATCH)
-EXTRAS: dict[str, tuple[str, str]] = {"onnx": ("onnxruntime", "export"), "executorch": ("executorch", "executorch")}
+FORMATS: dict[str, str] = {".onnx": "onnx", ".pte": "executorch", ".tflite": "litert"}
+# ExecuTorch and LiteRT files are exported for one image per call (export.executorch/litert.MAX_BATCH).
+PTE_MAX_BATCH = TFLITE_MAX_BATCH = 1
+EXTRAS: dict[str, tuple[str, str]] = {
+    "onnx": ("onnxruntime", "export"),
+    "executorch": ("executorch", "executorch"),
+    "litert": ("ai_edge_litert", "litert"),
+}  # fmt: skip
 
 
 def require_extra(module: str, extra: str) -> None:
@@ -51,6 +56,16 @@ def onnxruntime_session(path: str | Path, threads: int | None = None, profile_pr
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def litert_interpreter(path: str | Path, threads: int | None = None) -> Any:
+    """LiteRT's interpreter of ``path`` (its XNNPACK delegate on, ``threads`` threads; None: LiteRT's default),
+    tensors allocated."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path), num_threads=threads)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
 class Artifact:
     """An exported model ready to run on CPU: ``artifact(images)`` maps float32 (B, 3, H, W) to logits (B, C).
 
@@ -72,6 +87,8 @@ class Artifact:
         require_extra(*EXTRAS[self.format])
         if self.format == "onnx":
             self._session = onnxruntime_session(self.path, threads)
+        elif self.format == "litert":
+            self._interpreter = litert_interpreter(self.path, threads)
         else:
             from executorch.runtime import Runtime
 
@@ -90,7 +107,26 @@ class Artifact:
         if self.format == "onnx":
             (logits,) = self._session.run(None, {"images": images.numpy()})
             return torch.from_numpy(np.asarray(logits))
+        if self.format == "litert":
+            return torch.cat([self._run_litert(chunk) for chunk in images.split(TFLITE_MAX_BATCH)])
         return torch.cat([self._method.execute([chunk])[0].clone() for chunk in images.split(PTE_MAX_BATCH)])
+
+    def _run_litert(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits of one call of the LiteRT interpreter; an int8 file's input is quantized and its output dequantized
+        with the scale and zero point the file gives them."""
+        (source,), (result,) = self._interpreter.get_input_details(), self._interpreter.get_output_details()
+        x = images.numpy()
+        if source["dtype"] != np.float32:
+            scale, zero_point = source["quantization"]
+            info = np.iinfo(source["dtype"])
+            x = np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(source["dtype"])
+        self._interpreter.set_tensor(source["index"], x)
+        self._interpreter.invoke()
+        logits = self._interpreter.get_tensor(result["index"])
+        if result["dtype"] != np.float32:
+            scale, zero_point = result["quantization"]
+            logits = (logits.astype(np.float32) - zero_point) * scale
+        return torch.from_numpy(np.array(logits, dtype=np.float32))
 
     @property
     def image_size(self) -> tuple[int, int]:

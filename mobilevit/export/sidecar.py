@@ -30,11 +30,14 @@ def sidecar_record(
     image_size: tuple[int, int],
     batch: int | None,
     quantization: dict[str, Any] | None,
+    io_quantization: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The sidecar content of an export of ``weights`` (``batch`` None: any batch size)."""
+    """The sidecar content of an export of ``weights`` (``batch`` None: any batch size); ``io_quantization``: the
+    dtype, scale and zero point of an input or output that is not float32 (``{"input": {...}, "output": {...}}``)."""
     preprocessing = weights.preprocessing
     run_config = weights.run_config or {}
-    return {
+    io_quantization = io_quantization or {}
+    record = {
         "sidecar_version": SIDECAR_VERSION,
         "format": artifact_format,
         "model": weights.variant,
@@ -60,6 +63,9 @@ def sidecar_record(
         "data": run_config.get("data"),
         "hflip_tta": bool((run_config.get("module") or {}).get("hflip_tta", False)),
     }
+    for role, tensor in io_quantization.items():
+        record[role].update(tensor)
+    return record
 
 
 def write_sidecar(artifact: str | Path, record: dict[str, Any]) -> Path:
