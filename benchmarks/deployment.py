@@ -8,7 +8,7 @@ Usage (from the repository root, on an otherwise idle machine)::
 
 Runtimes, each on the CPU with ``--threads`` threads: PyTorch eager fp32 (ours: BatchNorm folded, channels-last;
 timm's ``create_model``, as shipped), ONNX Runtime fp32 and int8 (static QDQ, per-channel), ExecuTorch with the
-XNNPACK delegate fp32 and int8 (PT2E). Every variant is measured in fp32 on ExecuTorch; the full set of runtimes
+XNNPACK delegate fp32 and int8 (PT2E), LiteRT (its XNNPACK delegate) fp32 and int8 (the same PT2E program). Every variant is measured in fp32 on ExecuTorch; the full set of runtimes
 (int8 included) for ``--int8-models``. Networks are randomly initialised with 1000 classes and int8 ranges are
 calibrated on random images: speed and size do not depend on the weights' values (accuracy: docs/evaluation.md).
 Latency is the median of ``--repeats`` batch-1 calls after ``--warmup``; throughput is images/s of the median
@@ -37,7 +37,7 @@ import torch
 from benchmarks.common import (
     machine_caption, median, pin_threads, positive_int, print_machine, show_markdown, time_repeats, write_json,
 )
-from mobilevit.export.cli import DEFAULT_FLOAT_OPS
+from mobilevit.export.cli import DEFAULT_FLOAT_OPS, default_float_ops
 from mobilevit.models import build_model, list_models
 from mobilevit.models.fuse import fuse_batchnorm
 from mobilevit.utils.machine import machine_info
@@ -53,6 +53,8 @@ RUNTIME_TITLES = {
     "executorch-int8-float-silu": "ExecuTorch/XNNPACK int8, SiLU float (v1's default)",
     "executorch-int8-float-residual-attention-silu":
         "ExecuTorch/XNNPACK int8, residual adds, attention products and SiLU float (v2's default)",
+    "litert": "LiteRT/XNNPACK fp32",
+    "litert-int8": "LiteRT/XNNPACK int8, the variant's default float groups",
 }
 RUNTIMES = tuple(RUNTIME_TITLES)
 # int8 programs with operation groups kept float (mobilevit.export.executorch.FLOAT_OP_GROUPS): the speed they cost.
@@ -78,7 +80,8 @@ def _runner(runtime: str, name: str, size: int, folder: Path, threads: int, cali
         return model, None
     images = torch.rand(calibration, 3, size, size, generator=torch.Generator().manual_seed(0))
     int8 = "-int8" in runtime
-    path = folder / f"{name}_{runtime}.{'onnx' if runtime.startswith('onnx') else 'pte'}"
+    suffix = "onnx" if runtime.startswith("onnx") else "tflite" if runtime.startswith("litert") else "pte"
+    path = folder / f"{name}_{runtime}.{suffix}"
     if runtime.startswith("onnxruntime"):
         from mobilevit.export.onnx import export_onnx, quantize_onnx
 
@@ -87,6 +90,11 @@ def _runner(runtime: str, name: str, size: int, folder: Path, threads: int, cali
             quantize_onnx(fp32, path, images)
         else:
             fp32.rename(path)
+    elif runtime.startswith("litert"):
+        from mobilevit.export.litert import export_litert
+
+        # The defaults: v2 cannot ship an int8 attention on LiteRT (litert.check_float_ops).
+        export_litert(net, path, (size, size), images if int8 else None, float_ops=default_float_ops(name))
     else:
         from mobilevit.export.executorch import export_executorch
 

@@ -456,6 +456,9 @@ def test_bad_inputs_give_one_line_and_exit_2(tiny_checkpoints, tmp_path: Path, c
     assert "--calibration-method for --format executorch must be one of ['minmax', 'histogram']" in err
     err = _one_line_exit_2(capsys, ckpt, *pte_int8, "--float-ops", "softmax")
     assert "--float-ops for --format executorch must be one of ['residual', 'attention', 'silu'], got 'softmax'" in err
+    v2_ckpt = str(tiny_checkpoints["mobilevitv2_050"])
+    err = _one_line_exit_2(capsys, v2_ckpt, "--format", "litert", "--quantize", "int8", "--float-ops", "silu")
+    assert "needs 'attention' in --float-ops" in err and "int8 softmax" in err
 
     monkeypatch.setattr(SyntheticDataModule, "raw_dataset", lambda self, split: [])
     err = _one_line_exit_2(capsys, ckpt, "--quantize", "int8", "--output", str(tmp_path / "q.onnx"))
@@ -482,24 +485,24 @@ def test_deployment_benchmark_quick_run_and_table(tmp_path: Path) -> None:
 
     from mobilevit.export.executorch import float_nodes
 
-    # The int8 rows with float groups take the same path, with other groups: one of them is measured (an ExecuTorch
-    # int8 export of the full model takes more than a minute here); each one's groups are valid.
+    # The int8 rows with float groups take the everything-int8 row's path, with groups that are valid (an ExecuTorch
+    # int8 export of the full model takes more than a minute here; the float groups are exported in
+    # test_executorch_fp32_and_int8_are_delegated_to_xnnpack).
     for float_ops in deployment.FLOAT_OPS.values():
         float_nodes(torch.fx.Graph(), float_ops)
-    runtimes = [name for name in deployment.RUNTIMES if name != "executorch-int8-float-residual-attention-silu"]
+    runtimes = [name for name in deployment.RUNTIMES if name not in deployment.FLOAT_OPS]
     record_path, table_path = tmp_path / "deployment.json", tmp_path / "deployment.md"
     assert deployment.main(["--quick", "--threads", "1", "--runtimes", *runtimes, "--json", str(record_path)]) == 0
     record = json.loads(record_path.read_text())
     assert [row["runtime"] for row in record["rows"]] == runtimes
     sizes = {row["runtime"]: row["file_bytes"] for row in record["rows"]}
-    for int8, fp32 in (("onnxruntime-int8", "onnxruntime"), ("executorch-int8", "executorch"),
-                       ("executorch-int8-float-silu", "executorch")):  # fmt: skip
+    for int8, fp32 in (("onnxruntime-int8", "onnxruntime"), ("executorch-int8", "executorch"), ("litert-int8", "litert")):
         assert sizes[int8] < 0.5 * sizes[fp32]
     assert all(row["latency_ms"] > 0 and len(row["latency_s_raw"]) == 4 for row in record["rows"])
     # The docs table is generated from the record alone.
     assert deployment.main(["--table", str(record_path), "--markdown", str(table_path)]) == 0
     table = table_path.read_text()
-    assert table.count("| mobilevit_xxs |") == len(runtimes) and "int8, SiLU float" in table
+    assert table.count("| mobilevit_xxs |") == len(runtimes) and "LiteRT/XNNPACK int8" in table
     assert "int8 dot product: " in table.splitlines()[0]  # where int8 kernels can outrun float32 ones
     eager = record["rows"][0]["latency_ms"]
     assert f"{eager / record['rows'][-1]['latency_ms']:.2f}x" in table

@@ -144,6 +144,8 @@ def export(args: argparse.Namespace) -> Path:
             print(f"A quantization-aware training checkpoint: --format {args.format} calibrates its fine-tuned float "
                   "weights (--format executorch uses the learned int8 ranges).")  # fmt: skip
     float_ops = default_float_ops(weights.variant) if args.float_ops is None else tuple(args.float_ops)
+    if args.quantize and args.format == "litert":
+        litert_export.check_float_ops(weights.variant, float_ops)
     if learned_ranges:
         from mobilevit.callbacks.qat import recorded_float_ops
 

@@ -17,10 +17,23 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mobilevit.errors import UserInputError
 from mobilevit.export import executorch as executorch_export
 from mobilevit.export.runtime import require_extra
+from mobilevit.models import mobilevit_v2
 
 MAX_BATCH = 1  # one image per call, as the ExecuTorch program (runtime.TFLITE_MAX_BATCH)
+
+
+def check_float_ops(variant: str, float_ops: Collection[str]) -> None:
+    """Refuse an int8 MobileViT v2 program whose attention products are int8: their softmax input would become an
+    int8 SOFTMAX with a calibrated output scale, which LiteRT refuses to load (its int8 softmax needs 1/256; measured
+    with ai-edge-litert 2.3: "output->params.scale not near 1.f / 256"). v1's softmax feeds float matmuls only."""
+    if variant in mobilevit_v2.VARIANTS and "attention" not in float_ops:
+        raise UserInputError(
+            f"--format litert --quantize int8 of {variant} needs 'attention' in --float-ops (LiteRT's int8 softmax "
+            "takes only a fixed output scale); the default (residual attention silu) has it."
+        )
 
 
 def export_litert(
