@@ -78,7 +78,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     output_dir.mkdir(parents=True, exist_ok=True)
 
     overrides = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else {}
-    if is_artifact(ckpt_path):  # an exported .onnx / .pte / .tflite: every image goes through its runtime
+    if is_artifact(ckpt_path):  # an exported .onnx / .pte / .tflite / .mlpackage: every image goes through its runtime
         return _evaluate_artifact(cfg, ckpt_path, overrides, output_dir)
     weights = read_trained(ckpt_path)
     datamodule = datamodule_from_weights(weights, overrides)

@@ -1,6 +1,6 @@
 """Shipping to devices: ONNX (fp32, ONNX Runtime int8), ExecuTorch/XNNPACK and LiteRT (fp32, int8) artifacts of a tiny
-v1 and v2 checkpoint, run in their own runtimes; sidecars; calibration on the training split; evaluate.py and predict on an
-artifact; one-line refusals (exit code 2)."""
+v1 and v2 checkpoint, run in their own runtimes; Core ML (float16, int8) converted and inspected (it runs on macOS only);
+sidecars; calibration on the training split; evaluate.py and predict on an artifact; one-line refusals (exit code 2)."""
 
 from __future__ import annotations
 
@@ -329,6 +329,44 @@ def test_litert_int8_file_takes_quantized_images_and_gives_dequantized_logits(tm
     assert (logits - expected).abs().max() <= 0.05 * (expected.max() - expected.min())
 
 
+@pytest.mark.parametrize("name", MODELS)
+def test_coreml_float16_and_int8_programs(name: str, tiny_checkpoints, tmp_path: Path, capsys) -> None:
+    """Core ML files convert here (they run only on macOS): float16 weights; int8 weights for every convolution and
+    linear layer and int8 quantize / dequantize pairs between them; float32 in and out; the sidecar in the file."""
+    import coremltools as ct
+
+    from mobilevit.export.coreml import int8_weight_count, operation_counts
+
+    ckpt = tiny_checkpoints[name]
+    fp16 = _export(ckpt, tmp_path / "m.mlpackage", "--format", "coreml")
+    assert "Core ML runs only on macOS: not run here" in capsys.readouterr().out
+    int8_args = ("--format", "coreml", "--quantize", "int8", "--calibration-images", "8")
+    int8 = _export(ckpt, tmp_path / "m_int8.mlpackage", *int8_args)
+    assert "reading int8 weights: " in capsys.readouterr().out
+    fp16_ops, int8_ops = operation_counts(fp16), operation_counts(int8)
+    weighted = fp16_ops["conv"] + fp16_ops["linear"]
+    assert weighted > 0 and int8_weight_count(fp16) == (0, weighted)
+    assert int8_weight_count(int8) == (weighted, weighted)  # none lost, every one int8
+    assert int8_ops["quantize"] > 0 and int8_ops["dequantize"] >= int8_ops["quantize"]
+    assert fp16_ops["quantize"] == 0
+
+    def weight_bytes(package: Path) -> int:
+        return sum(f.stat().st_size for f in package.rglob("*.bin"))
+
+    assert weight_bytes(int8) < 0.7 * weight_bytes(fp16)  # int8 against float16 weights (plus scales, biases)
+    spec = ct.models.MLModel(str(int8), skip_model_load=True).get_spec()
+    (image,), (logits,) = spec.description.input, spec.description.output
+    assert (image.name, list(image.type.multiArrayType.shape)) == ("images", [1, 3, 32, 32])
+    assert (logits.name, list(logits.type.multiArrayType.shape)) == ("logits", [1, 3])
+    float32 = ct.proto.FeatureTypes_pb2.ArrayFeatureType.FLOAT32
+    assert image.type.multiArrayType.dataType == logits.type.multiArrayType.dataType == float32
+    sidecar = json.loads(sidecar_path(int8).read_text())
+    assert json.loads(spec.description.metadata.userDefined["mobilevit.sidecar"]) == sidecar
+    assert sidecar["format"] == "coreml" and sidecar["input"]["shape"] == [1, 3, 32, 32]
+    assert sidecar["quantization"]["float_ops"] == (["residual", "attention", "silu"] if v2(name) else ["silu"])
+    assert json.loads(sidecar_path(fp16).read_text())["quantization"] == {"scheme": "float16", "runtime": "coreml"}
+
+
 def test_xnnpack_decompositions_compute_the_operations_they_replace() -> None:
     """Each rewrite of an operation XNNPACK does not take gives that operation's result; cases outside MobileViT's
     use (GroupNorm with several groups, a mean over other dimensions) are left to the operation itself."""
@@ -440,6 +478,8 @@ def test_bad_inputs_give_one_line_and_exit_2(tiny_checkpoints, tmp_path: Path, c
         ("executorch", ("--format", "executorch"), "executorch"),
         ("litert_torch", ("--format", "litert"), "litert"),
         ("executorch", ("--format", "litert", "--quantize", "int8"), "litert"),
+        ("coremltools", ("--format", "coreml"), "coreml"),
+        ("executorch", ("--format", "coreml", "--quantize", "int8"), "coreml"),
     ]:
         monkeypatch.setattr(
             importlib.util, "find_spec", lambda name, *a, gone=missing: None if name == gone else real_find_spec(name, *a)
@@ -549,3 +589,17 @@ def test_int8_sensitivity_scores_each_float_op_set_on_the_val_split(tiny_checkpo
         int8_sensitivity.main([ckpt, "--float-ops", "softmax"])
     err = capsys.readouterr().err
     assert error.value.code == 2 and "--float-ops must be one of ['none', 'residual', 'attention', 'silu']" in err
+
+
+@pytest.mark.skipif(__import__("platform").system() == "Darwin", reason="Core ML runs there")
+def test_a_coreml_file_is_refused_off_macos_in_one_line(tiny_checkpoints, make_cfg, tmp_path: Path, capsys) -> None:
+    from evaluate import evaluate
+    from mobilevit.utils import exit_on_user_error
+
+    artifact = _export(tiny_checkpoints["mobilevit_xxs"], tmp_path / "m.mlpackage", "--format", "coreml")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info, exit_on_user_error():
+        evaluate(make_cfg([f"ckpt_path={artifact}", "trainer=cpu"], config_name="eval"))
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and len(err.splitlines()) == 1
+    assert "Core ML runs only on macOS" in err and ".pte, .tflite or .onnx export" in err

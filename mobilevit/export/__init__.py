@@ -4,6 +4,7 @@
     python -m mobilevit.export best.ckpt --quantize int8                                       # ONNX Runtime int8
     python -m mobilevit.export best.ckpt --format executorch [--quantize int8]                 # ExecuTorch/XNNPACK
     python -m mobilevit.export best.ckpt --format litert [--quantize int8]                     # LiteRT .tflite
+    python -m mobilevit.export best.ckpt --format coreml [--quantize int8]                     # Core ML .mlpackage
     python -m mobilevit.export weights.safetensors --output xs.onnx --image-size 320
     python -m mobilevit.export hf-hub:apple/mobilevit-small --output mobilevit_s.onnx
 
@@ -14,7 +15,9 @@ the transformer's residual adds and attention products too: what kept their int8
 in its runtime and compared with PyTorch.
 
 Modules: :mod:`.onnx` (ONNX + ONNX Runtime quantization), :mod:`.executorch` (ExecuTorch/XNNPACK, PT2E),
-:mod:`.litert` (LiteRT through litert-torch, the same PT2E int8 program), :mod:`.calibration`, :mod:`.sidecar`, :mod:`.runtime` (running artifacts), :mod:`.cli`.
+:mod:`.litert` (LiteRT through litert-torch, the same PT2E int8 program), :mod:`.coreml` (Core ML through
+coremltools, the same PT2E int8 program), :mod:`.calibration`, :mod:`.sidecar`, :mod:`.runtime` (running artifacts),
+:mod:`.cli`.
 """
 
 from mobilevit.export.cli import DYNAMIC_SIZE_REFUSAL, main

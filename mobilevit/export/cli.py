@@ -1,8 +1,11 @@
-"""``python -m mobilevit.export``: checkpoint, weights file or Hub id -> ONNX / ExecuTorch / LiteRT file + sidecar."""
+"""``python -m mobilevit.export``: checkpoint, weights file or Hub id -> ONNX / ExecuTorch / LiteRT / Core ML file +
+sidecar."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -13,8 +16,8 @@ import torch
 from mobilevit.data.transforms import check_image_size
 from mobilevit.errors import UserInputError, require_choice, require_int
 from mobilevit.export import calibration, onnx as onnx_export
-from mobilevit.export import executorch as executorch_export, litert as litert_export
-from mobilevit.export.runtime import EXTRAS, load_artifact, require_extra
+from mobilevit.export import coreml as coreml_export, executorch as executorch_export, litert as litert_export
+from mobilevit.export.runtime import COREML_PLATFORM, EXTRAS, load_artifact, require_extra
 from mobilevit.export.sidecar import sidecar_record, write_sidecar
 from mobilevit.models import list_models, mobilevit_v2, read_weights
 from mobilevit.models.hub import HUB_PREFIX, IMAGENET
@@ -26,18 +29,18 @@ DYNAMIC_SIZE_REFUSAL = (
     "--dynamic-size is not supported: MobileViT blocks choose a feature-map resize per input size at export time, "
     "so one graph cannot serve every H x W; export one file per size with --image-size H W."
 )
-SUFFIXES = {"onnx": ".onnx", "executorch": ".pte", "litert": ".tflite"}
+SUFFIXES = {"onnx": ".onnx", "executorch": ".pte", "litert": ".tflite", "coreml": ".mlpackage"}
 QUANTIZATIONS = ("int8",)
-# Per format: the --calibration-method and --float-ops choices (LiteRT's int8 program is made by the ExecuTorch
-# export's quantizer: mobilevit.export.litert).
-PT2E_FORMATS = ("executorch", "litert")
+# Per format: the --calibration-method and --float-ops choices (LiteRT's and Core ML's int8 programs are made by the
+# ExecuTorch export's quantizer: mobilevit.export.litert, mobilevit.export.coreml).
+PT2E_FORMATS = ("executorch", "litert", "coreml")
 CALIBRATION_METHODS = {
     "onnx": onnx_export.CALIBRATION_METHODS, **dict.fromkeys(PT2E_FORMATS, executorch_export.PT2E_CALIBRATION_METHODS),
 }  # fmt: skip
 FLOAT_OP_GROUPS = {
     "onnx": tuple(onnx_export.FLOAT_OP_GROUPS), **dict.fromkeys(PT2E_FORMATS, tuple(executorch_export.FLOAT_OP_GROUPS)),
 }  # fmt: skip
-RUNTIME_NAMES = {"onnx": "onnxruntime", "executorch": "ExecuTorch/XNNPACK", "litert": "LiteRT"}
+RUNTIME_NAMES = {"onnx": "onnxruntime", "executorch": "ExecuTorch/XNNPACK", "litert": "LiteRT", "coreml": "Core ML"}
 # --float-ops when none are given, every format: the groups that kept int8 accuracy, chosen on the val split
 # (docs/int8_sensitivity.md) and measured on the test split (docs/shipped_accuracy.md), the stratified CPU recipe's
 # models. MobileViT v2 (mobilevitv2_050): ExecuTorch -0.6 point, ONNX Runtime -0.7 (every group int8: -3.0 to -4.0).
@@ -76,12 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     calib.add_argument("--calibration-images", type=int, default=calibration.DEFAULT_CALIBRATION_IMAGES)
     calib.add_argument(
         "--calibration-method", default="minmax", choices=_union(CALIBRATION_METHODS),
-        help="activation ranges: minmax (every format), percentile or entropy (onnx), histogram (executorch, litert)",
+        help="activation ranges: minmax (every format), percentile or entropy (onnx), histogram (executorch, litert, "
+        "coreml)",
     )  # fmt: skip
     calib.add_argument(
         "--float-ops", nargs="*", choices=_union(FLOAT_OP_GROUPS),
         help="operator groups kept in float32: softmax, norm, attention, silu, residual (onnx); residual, attention, "
-        "silu (executorch, litert: XNNPACK's int8 scheme keeps softmax, norms and attention matmuls in float "
+        "silu (executorch, litert, coreml: XNNPACK's int8 scheme keeps softmax, norms and attention matmuls in float "
         "already). Default: residual attention silu for MobileViT v2, silu for v1; --float-ops alone: none "
         "(everything int8)",
     )  # fmt: skip
@@ -127,8 +131,8 @@ def export(args: argparse.Namespace) -> Path:
         onnx_export.check_opset(args.opset)
     if args.format == "litert":
         require_extra("litert_torch", "litert")
-        if args.quantize:
-            require_extra("executorch", "litert")  # its XNNPACK quantizer makes the int8 program
+    if args.quantize and args.format in ("litert", "coreml"):
+        require_extra("executorch", args.format)  # its XNNPACK quantizer makes the int8 program
     weights = read_weights(args.checkpoint, args.model)
     sizes = args.image_size or [weights.preprocessing.image_size]
     size = tuple(sizes * 2)[:2] if len(sizes) == 1 else tuple(sizes[:2])
@@ -179,6 +183,12 @@ def export(args: argparse.Namespace) -> Path:
                             "float_ops": list(float_ops)}  # fmt: skip
             io_quantization = litert_export.io_quantization(output)
         batch = litert_export.MAX_BATCH
+    elif args.format == "coreml":  # written below, its sidecar record in the file's metadata
+        quantization = {"scheme": "float16", "runtime": "coreml"}  # Core ML's default precision
+        if args.quantize:
+            quantization = {"scheme": "int8", "runtime": "coreml", "method": args.calibration_method,
+                            "float_ops": list(float_ops)}  # fmt: skip
+        batch = coreml_export.MAX_BATCH
     else:
         method = args.calibration_method
         delegation = executorch_export.export_executorch(model, output, size, images, method, float_ops)
@@ -193,10 +203,18 @@ def export(args: argparse.Namespace) -> Path:
     if quantization is not None and weights.fake_quant_state is not None:  # the fp32 checkpoint QAT started from
         quantization["qat_from"] = (weights.run_config or {}).get("model", {}).get("pretrained")
     record = sidecar_record(weights, args.format, size, batch, quantization, io_quantization)
+    if args.format == "coreml":
+        metadata = {"mobilevit.sidecar": json.dumps(record)}  # an app's copy of the file keeps what the sidecar says
+        coreml_export.export_coreml(model, output, size, images, args.calibration_method, float_ops, metadata)
     sidecar = write_sidecar(output, record)
-    kind = args.quantize or "fp32"
+    kind = (quantization or {}).get("scheme", "fp32")
     print(f"Wrote {output} ({args.format} {kind}, input 'images' {batch or 'N'} x 3 x {size[0]} x {size[1]}, "
           f"BatchNorm folded: {not args.no_fuse_bn}) and {sidecar.name}")  # fmt: skip
+    if args.format == "coreml" and platform.system() != COREML_PLATFORM:
+        int8, weighted = coreml_export.int8_weight_count(output)
+        print(f"Core ML runs only on macOS: not run here. Convolutions and linear layers reading int8 weights: "
+              f"{int8} of {weighted}.")  # fmt: skip
+        return output
     diff = max_abs_diff(model, output, size)
     print(f"{RUNTIME_NAMES[args.format]} vs PyTorch max |logit diff| on a batch of 3: {diff:.2e}")
     return output

@@ -1,9 +1,11 @@
 """Run an exported artifact (``.onnx`` through ONNX Runtime, ``.pte`` through the ExecuTorch runtime, ``.tflite``
-through LiteRT's interpreter) with its sidecar: what evaluate.py and predict use to measure the file that ships."""
+through LiteRT's interpreter, ``.mlpackage`` through Core ML on macOS) with its sidecar: what evaluate.py and predict
+use to measure the file that ships."""
 
 from __future__ import annotations
 
 import importlib.util
+import platform
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,14 +22,16 @@ if TYPE_CHECKING:
     from torch.utils.data import DataLoader
 
 # Artifact suffix -> format name; the extra that installs each format's runtime and the module it provides.
-FORMATS: dict[str, str] = {".onnx": "onnx", ".pte": "executorch", ".tflite": "litert"}
-# ExecuTorch and LiteRT files are exported for one image per call (export.executorch/litert.MAX_BATCH).
-PTE_MAX_BATCH = TFLITE_MAX_BATCH = 1
+FORMATS: dict[str, str] = {".onnx": "onnx", ".pte": "executorch", ".tflite": "litert", ".mlpackage": "coreml"}
+# ExecuTorch, LiteRT and Core ML files are exported for one image per call (export.executorch/litert/coreml.MAX_BATCH).
+PTE_MAX_BATCH = TFLITE_MAX_BATCH = MLPACKAGE_MAX_BATCH = 1
 EXTRAS: dict[str, tuple[str, str]] = {
     "onnx": ("onnxruntime", "export"),
     "executorch": ("executorch", "executorch"),
     "litert": ("ai_edge_litert", "litert"),
+    "coreml": ("coremltools", "coreml"),
 }  # fmt: skip
+COREML_PLATFORM = "Darwin"  # Core ML runs on Apple platforms only (coremltools predicts on macOS)
 
 
 def require_extra(module: str, extra: str) -> None:
@@ -75,7 +79,7 @@ class Artifact:
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
+        if not self.path.exists():  # a file, or a folder (.mlpackage)
             raise UserInputError(f"Artifact {self.path} does not exist.")
         if self.path.suffix not in FORMATS:
             raise UserInputError(f"{self.path}: unknown artifact type; valid: {', '.join(FORMATS)}.")
@@ -84,11 +88,20 @@ class Artifact:
         self.class_names: list[str] = list(self.sidecar["class_names"])
         self.preprocessing: Preprocessing = preprocessing_of(self.sidecar)
         self.hflip_tta: bool = bool(self.sidecar.get("hflip_tta", False))
+        if self.format == "coreml" and platform.system() != COREML_PLATFORM:
+            raise UserInputError(
+                f"{self.path}: Core ML runs only on macOS, not on {platform.system()}; run the .pte, .tflite or .onnx "
+                "export of the same checkpoint here, or this file on a Mac."
+            )
         require_extra(*EXTRAS[self.format])
         if self.format == "onnx":
             self._session = onnxruntime_session(self.path, threads)
         elif self.format == "litert":
             self._interpreter = litert_interpreter(self.path, threads)
+        elif self.format == "coreml":
+            import coremltools as ct
+
+            self._mlmodel = ct.models.MLModel(str(self.path))  # every compute unit Core ML chooses, as on a device
         else:
             from executorch.runtime import Runtime
 
@@ -109,6 +122,10 @@ class Artifact:
             return torch.from_numpy(np.asarray(logits))
         if self.format == "litert":
             return torch.cat([self._run_litert(chunk) for chunk in images.split(TFLITE_MAX_BATCH)])
+        if self.format == "coreml":
+            chunks = images.split(MLPACKAGE_MAX_BATCH)
+            logits = [self._mlmodel.predict({"images": chunk.numpy()})["logits"] for chunk in chunks]
+            return torch.from_numpy(np.concatenate(logits).astype(np.float32))
         return torch.cat([self._method.execute([chunk])[0].clone() for chunk in images.split(PTE_MAX_BATCH)])
 
     def _run_litert(self, images: torch.Tensor) -> torch.Tensor:

@@ -156,13 +156,15 @@ def resolve_ckpt_path(ckpt_path: str | None, runs_root: str | Path, exclude: str
                 "Train a run first or pass ckpt_path=/path/to/file.ckpt."
             )
         return str(max(candidates, key=lambda path: path.stat().st_mtime))
+    from mobilevit.export.runtime import is_artifact  # an exported file, or folder (.mlpackage)
+
     path = Path(ckpt_path).expanduser()
-    if path.is_dir():
+    if path.is_dir() and not is_artifact(path):
         for candidate in (path / "checkpoints" / "last.ckpt", path / "last.ckpt"):
             if candidate.is_file():
                 return str(candidate)
         raise UserInputError(f"ckpt_path='{ckpt_path}' is a directory without checkpoints/last.ckpt.")
-    if not path.is_file():
+    if not path.exists():
         raise UserInputError(
             f"ckpt_path='{ckpt_path}' does not exist. Pass a .ckpt file, a run directory, or ckpt_path=last."
         )
