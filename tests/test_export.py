@@ -1,6 +1,7 @@
 """Shipping to devices: ONNX (fp32, ONNX Runtime int8), ExecuTorch/XNNPACK and LiteRT (fp32, int8) artifacts of a tiny
-v1 and v2 checkpoint, run in their own runtimes; Core ML (float16, int8) converted and inspected (it runs on macOS only);
-sidecars; calibration on the training split; evaluate.py and predict on an artifact; one-line refusals (exit code 2)."""
+v1 and v2 checkpoint, run in their own runtimes; Core ML (float16, int8) converted and inspected (it runs on macOS
+only); sidecars; calibration on the training split; evaluate.py and predict on an artifact; one-line refusals (exit
+code 2)."""
 
 from __future__ import annotations
 
