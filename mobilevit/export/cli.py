@@ -164,6 +164,10 @@ def export(args: argparse.Namespace) -> Path:
     else:
         model = weights.build(fuse_bn=not args.no_fuse_bn)
     output = _output_path(args, weights.variant)
+
+    def pt2e_int8(runtime: str, method: str) -> dict:  # the sidecar's record of a PT2E (XNNPACK-scheme) int8 program
+        return {"scheme": "int8", "runtime": runtime, "method": method, "float_ops": list(float_ops)}
+
     quantization = None
     io_quantization = None
     if args.format == "onnx":
@@ -179,22 +183,19 @@ def export(args: argparse.Namespace) -> Path:
     elif args.format == "litert":
         litert_export.export_litert(model, output, size, images, args.calibration_method, float_ops)
         if args.quantize:
-            quantization = {"scheme": "int8", "runtime": "xnnpack", "method": args.calibration_method,
-                            "float_ops": list(float_ops)}  # fmt: skip
+            quantization = pt2e_int8("xnnpack", args.calibration_method)
             io_quantization = litert_export.io_quantization(output)
         batch = litert_export.MAX_BATCH
     elif args.format == "coreml":  # written below, its sidecar record in the file's metadata
         quantization = {"scheme": "float16", "runtime": "coreml"}  # Core ML's default precision
         if args.quantize:
-            quantization = {"scheme": "int8", "runtime": "coreml", "method": args.calibration_method,
-                            "float_ops": list(float_ops)}  # fmt: skip
+            quantization = pt2e_int8("coreml", args.calibration_method)
         batch = coreml_export.MAX_BATCH
     else:
         method = args.calibration_method
         delegation = executorch_export.export_executorch(model, output, size, images, method, float_ops)
         if args.quantize:
-            method = "qat" if learned_ranges else method
-            quantization = {"scheme": "int8", "runtime": "xnnpack", "method": method, "float_ops": list(float_ops)}
+            quantization = pt2e_int8("xnnpack", "qat" if learned_ranges else method)
         outside = ", ".join(f"{name} x{count}" for name, count in sorted(delegation.outside.items())) or "none"
         print(f"XNNPACK delegate: {sum(delegation.delegated.values())} operators; outside it: {outside}")
         batch = executorch_export.MAX_BATCH
